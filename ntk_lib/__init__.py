@@ -1,0 +1,26 @@
+"""ntk_lib: the science of the Wide Networks course book.
+
+One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
+:mod:`~ntk_lib.activations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
+:mod:`~ntk_lib.plotting`.
+"""
+
+from . import activations, data, device, kernels, models, plotting
+from .device import default_device, seed_everything
+from .kernels import empirical_ntk, nngp_ntk
+from .models import MLP
+
+__all__ = [
+    "MLP",
+    "activations",
+    "data",
+    "default_device",
+    "device",
+    "empirical_ntk",
+    "kernels",
+    "models",
+    "nngp_ntk",
+    "plotting",
+    "seed_everything",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,313 @@
+"""The neural tangent kernel: in closed form at infinite width, and empirically for a network.
+
+Closed forms (:func:`nngp_ntk`) follow the NTK-parametrization convention of the course
+(DESIGN.md; Jacot et al. 2018, Lee et al. 2019, Arora et al. 2019)::
+
+    K^1(x, x')     = sigma_w^2 x.x' / d + sigma_b^2,          Theta^1 = K^1,
+    K^{l+1}(x, x') = sigma_w^2 E[phi(u) phi(v)] + sigma_b^2,
+    Theta^{l+1}    = K^{l+1} + sigma_w^2 E[phi'(u) phi'(v)] Theta^l,
+
+with ``(u, v) ~ N(0, [[K^l(x,x), K^l(x,x')], [K^l(x,x'), K^l(x',x')]])``; the network's
+NNGP and NTK are ``K^{depth+1}`` and ``Theta^{depth+1}``.
+
+The empirical NTK ``Theta(x, x') = sum_p df(x)/dtheta_p df(x')/dtheta_p`` of a finite
+network (:func:`empirical_ntk`) has three implementations: Jacobian contraction and
+NTK-vector products with :mod:`torch.func` (the two methods of PyTorch's NTK tutorial,
+Novak et al. 2022), and a structured one for :class:`~ntk_lib.models.MLP` that never forms a
+Jacobian.
+
+Taught in lessons 01 and 02.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+from . import _checks
+from .models import MLP
+
+CLOSED_FORM_ACTIVATIONS: tuple[str, ...] = ("relu", "erf", "identity")
+"""Activations whose NNGP/NTK :func:`nngp_ntk` knows in closed form."""
+
+EMPIRICAL_METHODS: tuple[str, ...] = ("auto", "structured", "jacobian", "ntvp")
+"""Methods accepted by :func:`empirical_ntk`."""
+
+_JACOBIAN_MEMORY = 2 * 2**30  # bytes of Jacobian that method="auto" is willing to hold
+_BLOCK_ENTRIES = 2**18  # kernel entries per block of the closed-form recursion
+
+
+# ---------------------------------------------------------------------------------------
+# Closed form
+# ---------------------------------------------------------------------------------------
+
+
+def nngp_ntk(
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    depth: int,
+    activation: str = "relu",
+    sigma_w: float = 1.0,
+    sigma_b: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the closed-form ``(nngp, ntk)`` matrices of shape ``(len(x1), len(x2))``, float64.
+
+    Implements the recursions of the module docstring for ``depth`` hidden layers. For
+    ``relu`` (arc-cosine kernel, Cho & Saul 2009), with ``cos(theta) = K^l(x,x') /
+    sqrt(K^l(x,x) K^l(x',x'))``::
+
+        E[phi(u) phi(v)]   = sqrt(K(x,x) K(x',x')) (sin theta + (pi - theta) cos theta) / (2 pi)
+        E[phi'(u) phi'(v)] = (pi - theta) / (2 pi)
+
+    and for ``erf`` (Williams 1997), with ``k_ab = K^l`` entries::
+
+        E[phi(u) phi(v)]   = (2/pi) arcsin(2 k_12 / sqrt((1 + 2 k_11)(1 + 2 k_22)))
+        E[phi'(u) phi'(v)] = (4/pi) / sqrt((1 + 2 k_11)(1 + 2 k_22) - 4 k_12^2)
+
+    The relu angle is not taken as ``arccos`` of a rounded cosine, which near ``x = x'``
+    loses half the digits (``theta ~ sqrt(1 - cos)``): the recursion also carries
+    ``q = E[(u - v)^2]``, computed from ``|x - x'|`` at the input and propagated in a form
+    without cancellation, and ``theta = 2 arcsin(sqrt((1 - cos)/2))`` with ``1 - cos``
+    taken from ``q``. The diagonal is exact to rounding at any depth. Zero-norm inputs are
+    allowed.
+
+    Args:
+        x1, x2: inputs of shape ``(N1, d)`` and ``(N2, d)``; ``x2=None`` means ``x1``
+            (then both matrices are exactly symmetric).
+        depth: number of hidden layers (0: the linear model ``K^1``).
+        activation: ``"relu"``, ``"erf"`` or ``"identity"``.
+        sigma_w, sigma_b: weight and bias standard deviations (>= 0).
+    """
+    depth = _checks.nonnegative_int("depth", depth)
+    _checks.choice("activation", activation, CLOSED_FORM_ACTIVATIONS)
+    sw2 = _checks.real("sigma_w", sigma_w, nonnegative=True) ** 2
+    sb2 = _checks.real("sigma_b", sigma_b, nonnegative=True) ** 2
+    x1 = _checks.matrix("x1", x1, dtype=torch.float64)
+    symmetric = x2 is None
+    x2 = x1 if symmetric else _checks.matrix("x2", x2, cols=x1.shape[1], dtype=torch.float64, device=x1.device)
+
+    n1, n2 = x1.shape[0], x2.shape[0]
+    k22 = sw2 * (x2 * x2).sum(1)[None, :] / x2.shape[1] + sb2
+    nngp = torch.empty(n1, n2, dtype=torch.float64, device=x1.device)
+    ntk = torch.empty_like(nngp)
+    # Row blocks of about 2^18 entries keep every temporary in cache; for x2 = x1 only
+    # the blocks on and above the diagonal are computed, and mirrored.
+    rows = max(1, _BLOCK_ENTRIES // n2)
+    for i in range(0, n1, rows):
+        j = i if symmetric else 0
+        block = _recursion(x1[i : i + rows], x2[j:], k22[:, j:], depth, activation, sw2, sb2)
+        for out, b in zip((nngp, ntk), block):
+            if symmetric:
+                r = b.shape[0]
+                out[i:, i : i + r] = b.T
+                b[:, :r] = (b[:, :r] + b[:, :r].T) / 2  # the diagonal square, exactly symmetric
+            out[i : i + rows, j:] = b
+    return nngp, ntk
+
+
+def _recursion(x1, x2, k22, depth, activation, sw2, sb2):
+    """The recursion of :func:`nngp_ntk` for a block of rows ``x1`` against all of ``x2``."""
+    d = x1.shape[1]
+    k11 = sw2 * (x1 * x1).sum(1, keepdim=True) / d + sb2  # (N1, 1)
+    k12 = torch.addmm(torch.tensor(sb2, dtype=x1.dtype), x1, x2.T, alpha=sw2 / d)
+    if activation == "relu":  # E[(u - v)^2] at the first layer; exactly 0 for x = x'
+        q = torch.cdist(x1, x2, compute_mode="donot_use_mm_for_euclid_dist").square_().mul_(sw2 / d)
+    ntk = k12
+    for _ in range(depth):
+        if activation == "relu":
+            k11, k22, k12, q, ntk = _relu_layer(k11, k22, k12, q, ntk, sw2, sb2)
+        elif activation == "erf":
+            k11, k22, k12, ntk = _erf_layer(k11, k22, k12, ntk, sw2, sb2)
+        else:
+            k11, k22, k12 = sw2 * k11 + sb2, sw2 * k22 + sb2, sw2 * k12 + sb2
+            ntk = k12 + sw2 * ntk
+    return k12, ntk
+
+
+def _relu_layer(k11, k22, k12, q, ntk, sw2, sb2):
+    """One relu layer of the recursion, carrying ``q = E[(u-v)^2]`` (see :func:`nngp_ntk`).
+
+    With ``p = sqrt(k11 k22)`` and ``1 - cos(theta) = (q - (sqrt k11 - sqrt k22)^2) / (2p)``
+    (exact to rounding near ``theta = 0``)::
+
+        k12'  = sw2 p J / (2 pi) + sb2,      J = sin(theta) + (pi - theta) cos(theta)
+        q'    = sw2 [(sqrt k11 - sqrt k22)^2 / 2 + p (pi (1 - cos) - (sin - theta cos)) / pi]
+        ntk'  = k12' + sw2 (pi - theta) / (2 pi) ntk
+
+    The form of ``q'`` (``E[(relu u - relu v)^2]``) has no cancellation of O(1) terms.
+    Zero-norm rows (``p = 0``) are harmless: ``p`` is floored at a tiny positive number.
+    """
+    s1, s2 = k11.sqrt().clamp_(min=1e-150), k22.sqrt().clamp_(min=1e-150)
+    p2 = (2 * s1) * s2  # 2p
+    ds2 = (s1 - s2).square_()
+    omc = (q - ds2).clamp_(min=0).div_(p2).clamp_(max=2)  # 1 - cos(theta)
+    theta = (omc * 0.5).sqrt_().asin_().mul_(2)
+    cos = 1 - omc
+    sin = (2 - omc).mul_(omc).sqrt_()
+    pi_minus = math.pi - theta
+    j = torch.addcmul(sin, pi_minus, cos)
+    k12_next = torch.addcmul(torch.tensor(sb2, dtype=p2.dtype), p2, j, value=sw2 / (4 * math.pi))
+    inner = omc.mul_(math.pi).sub_(sin.sub_(theta.mul_(cos)))  # pi - J
+    q_next = torch.addcmul(ds2.mul_(sw2 / 2), p2, inner, value=sw2 / (2 * math.pi))
+    ntk_next = torch.addcmul(k12_next, pi_minus, ntk, value=sw2 / (2 * math.pi))
+    return sw2 * k11 / 2 + sb2, sw2 * k22 / 2 + sb2, k12_next, q_next, ntk_next
+
+
+def _erf_layer(k11, k22, k12, ntk, sw2, sb2):
+    """One erf layer of the recursion (Williams 1997)::
+
+        k12' = sw2 (2/pi) arcsin(2 k12 / sqrt((1 + 2 k11)(1 + 2 k22))) + sb2
+        ntk' = k12' + sw2 (4/pi) ntk / sqrt((1 + 2 k11)(1 + 2 k22) - 4 k12^2)
+
+    with the determinant written as ``1 + 2(k11 + k22) + 4 (k11 k22 - k12^2)``, visibly >= 1.
+    """
+    r1, r2 = (1 + 2 * k11).rsqrt(), (1 + 2 * k22).rsqrt()
+    arg = ((2 * r1) * r2).mul_(k12).clamp_(-1.0, 1.0)
+    k12_next = arg.asin_().mul_(sw2 * 2 / math.pi).add_(sb2)
+    det = (k11 * k22).sub_(k12.square()).clamp_(min=0).mul_(4).add_(1 + 2 * k11).add_(2 * k22)
+    ntk_next = torch.addcmul(k12_next, det.rsqrt_(), ntk, value=sw2 * 4 / math.pi)
+
+    def diag(k):
+        return sw2 * (2 / math.pi) * torch.asin(2 * k / (1 + 2 * k)) + sb2
+
+    return diag(k11), diag(k22), k12_next, ntk_next
+
+
+# ---------------------------------------------------------------------------------------
+# Empirical NTK
+# ---------------------------------------------------------------------------------------
+
+
+def empirical_ntk(
+    model: torch.nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    method: str = "auto",
+) -> torch.Tensor:
+    """Return the empirical NTK ``J(x1) J(x2)^T`` of a scalar-output model, shape ``(N1, N2)``.
+
+    ``J(x)`` is the Jacobian of the outputs with respect to the trainable parameters, so
+    for :class:`~ntk_lib.models.MLP` in the NTK parametrization this converges to
+    :func:`nngp_ntk`'s ``ntk`` as the width grows (Jacot et al. 2018).
+
+    Methods (same result to rounding; ``"auto"`` picks the fastest that applies):
+
+    - ``"structured"`` (``MLP`` only): the Jacobian of ``f`` with respect to layer ``l``'s
+      weight is ``m_l delta_l(x) a_{l-1}(x)^T`` (backward signal times layer input), so
+      ``Theta = sum_l m_l^2 (Delta_l1 Delta_l2^T) * (A_l1 A_l2^T) (+ bias terms)``:
+      two small Gram matrices per layer, no Jacobian. Cost ``O(N^2 width)`` per layer.
+    - ``"jacobian"``: per-example Jacobians with ``vmap(jacrev)``, then contracted
+      (PyTorch's NTK tutorial). Memory ``O((N1 + N2) P)``.
+    - ``"ntvp"``: NTK-vector products, a VJP then a JVP per column (Novak et al. 2022).
+
+    Args:
+        model: any ``torch.nn.Module`` with one scalar output per input (output shape
+            ``(N,)`` or ``(N, 1)``).
+        x1, x2: batches of inputs (first dimension is the batch); ``x2=None`` means ``x1``.
+            They are moved to the model's device and dtype.
+        method: one of ``"auto"``, ``"structured"``, ``"jacobian"``, ``"ntvp"``.
+    """
+    _checks.choice("method", method, EMPIRICAL_METHODS)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=True): its NTK is zero")
+    ref = next(iter(params.values()))
+    x1 = _batch("x1", x1, ref)
+    x2 = None if x2 is None else _batch("x2", x2, ref)
+    if x2 is not None and x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"x2 must have the same per-point shape as x1 {tuple(x1.shape[1:])}; got {tuple(x2.shape)}")
+    with torch.no_grad():
+        out = model(x1[:1])
+    if out.numel() != 1:
+        raise ValueError(
+            f"empirical_ntk needs a model with one scalar output per input; one input gave output shape {tuple(out.shape)}"
+        )
+    if method == "auto":
+        method = _auto_method(model, params, x1, x2)
+    if method == "structured":
+        if not isinstance(model, MLP):
+            raise ValueError(f"method='structured' needs an ntk_lib.models.MLP; got {type(model).__name__}")
+        return _structured_ntk(model, x1, x2)
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
+
+    def f(p: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, (p, frozen, buffers), (x,)).reshape(-1)
+
+    if method == "jacobian":
+        return _jacobian_ntk(f, params, x1, x2)
+    return _ntvp_ntk(f, params, x1, x2)
+
+
+def _batch(name: str, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"{name} must be a batch of inputs with at least one point; got shape {tuple(x.shape)}")
+    return x.to(device=ref.device, dtype=ref.dtype)
+
+
+def _auto_method(model: torch.nn.Module, params: dict, x1: torch.Tensor, x2: torch.Tensor | None) -> str:
+    if isinstance(model, MLP):
+        return "structured"
+    n_params = sum(p.numel() for p in params.values())
+    n_points = x1.shape[0] + (0 if x2 is None else x2.shape[0])
+    itemsize = next(iter(params.values())).element_size()
+    return "jacobian" if n_params * n_points * itemsize <= _JACOBIAN_MEMORY else "ntvp"
+
+
+def _structured_ntk(model: MLP, x1: torch.Tensor, x2: torch.Tensor | None) -> torch.Tensor:
+    with torch.no_grad():
+        a1, d1 = _signals(model, x1)
+        a2, d2 = (a1, d1) if x2 is None else _signals(model, x2)
+        ntk = torch.zeros(x1.shape[0], (x1 if x2 is None else x2).shape[0], dtype=x1.dtype, device=x1.device)
+        for layer, a_1, a_2, g_1, g_2 in zip(model.layers, a1, a2, d1, d2):
+            gram_delta = g_1 @ g_2.T if g_1 is not None else 1.0  # readout: delta = 1
+            inner = layer.scale.weight_mult**2 * (a_1 @ a_2.T)
+            if layer.bias is not None:
+                inner = inner + layer.scale.bias_mult**2
+            ntk += gram_delta * inner
+    return ntk
+
+
+def _signals(model: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Layer inputs ``a_{l-1}`` and backward signals ``delta_l = df/dh^l`` (``None`` for the readout)."""
+    inputs, pre = model.forward_cache(x)
+    deltas: list[torch.Tensor | None] = [None]
+    delta = None
+    for l in range(model.depth, 0, -1):  # hidden layers, top down
+        upper = model.layers[l]
+        back = upper.weight[0].expand(x.shape[0], -1) if delta is None else delta @ upper.weight
+        delta = model.phi_prime(pre[l - 1]) * (upper.scale.weight_mult * back)
+        deltas.insert(0, delta)
+    return inputs, deltas
+
+
+def _jacobian_ntk(f, params: dict, x1: torch.Tensor, x2: torch.Tensor | None) -> torch.Tensor:
+    def f_single(p: dict, x: torch.Tensor) -> torch.Tensor:
+        return f(p, x.unsqueeze(0)).squeeze(0)
+
+    jac = vmap(jacrev(f_single), (None, 0))
+    j1 = jac(params, x1)
+    j2 = j1 if x2 is None else jac(params, x2)
+    return sum(j1[k].flatten(1) @ j2[k].flatten(1).T for k in params)
+
+
+def _ntvp_ntk(f, params: dict, x1: torch.Tensor, x2: torch.Tensor | None) -> torch.Tensor:
+    x2 = x1 if x2 is None else x2
+    _, vjp_fn = vjp(lambda p: f(p, x2), params)
+
+    def column(e: torch.Tensor) -> torch.Tensor:  # Theta e = J1 (J2^T e)
+        (tangent,) = vjp_fn(e)
+        return jvp(lambda p: f(p, x1), (params,), (tangent,))[1]
+
+    n_params = sum(p.numel() for p in params.values())
+    chunk = max(1, min(x2.shape[0], _JACOBIAN_MEMORY // (8 * n_params * x1.element_size())))
+    basis = torch.eye(x2.shape[0], dtype=x1.dtype, device=x1.device)
+    return vmap(column, chunk_size=chunk)(basis).T
