@@ -67,12 +67,12 @@ def nngp_ntk(
         E[phi(u) phi(v)]   = (2/pi) arcsin(2 k_12 / sqrt((1 + 2 k_11)(1 + 2 k_22)))
         E[phi'(u) phi'(v)] = (4/pi) / sqrt((1 + 2 k_11)(1 + 2 k_22) - 4 k_12^2)
 
-    The relu angle is not taken as ``arccos`` of a rounded cosine, which near ``x = x'``
-    loses half the digits (``theta ~ sqrt(1 - cos)``): the recursion also carries
-    ``q = E[(u - v)^2]``, computed from ``|x - x'|`` at the input and propagated in a form
-    without cancellation, and ``theta = 2 arcsin(sqrt((1 - cos)/2))`` with ``1 - cos``
-    taken from ``q``. The diagonal is exact to rounding at any depth. Zero-norm inputs are
-    allowed.
+    The relu angle is not taken as ``arccos`` of a rounded cosine, which near ``theta = 0``
+    (equal or parallel inputs) loses half the digits, a loss that compounds with depth: the
+    recursion carries ``1 - cos(theta)`` itself, taken at the input from the distance between
+    normalised inputs and propagated as a sum of non-negative terms (see ``_relu_layer``),
+    and ``theta = 2 arcsin(sqrt((1 - cos)/2))``. The result is exact to rounding near and on
+    the diagonal at any depth. Zero-norm inputs are allowed.
 
     Args:
         x1, x2: inputs of shape ``(N1, d)`` and ``(N2, d)``; ``x2=None`` means ``x1``
@@ -113,12 +113,12 @@ def _recursion(x1, x2, k22, depth, activation, sw2, sb2):
     d = x1.shape[1]
     k11 = sw2 * (x1 * x1).sum(1, keepdim=True) / d + sb2  # (N1, 1)
     k12 = torch.addmm(torch.tensor(sb2, dtype=x1.dtype), x1, x2.T, alpha=sw2 / d)
-    if activation == "relu":  # E[(u - v)^2] at the first layer; exactly 0 for x = x'
-        q = torch.cdist(x1, x2, compute_mode="donot_use_mm_for_euclid_dist").square_().mul_(sw2 / d)
+    if activation == "relu":
+        omc = _one_minus_cos(x1, x2, sw2, sb2)
     ntk = k12
     for _ in range(depth):
         if activation == "relu":
-            k11, k22, k12, q, ntk = _relu_layer(k11, k22, k12, q, ntk, sw2, sb2)
+            k11, k22, k12, omc, ntk = _relu_layer(k11, k22, omc, ntk, sw2, sb2)
         elif activation == "erf":
             k11, k22, k12, ntk = _erf_layer(k11, k22, k12, ntk, sw2, sb2)
         else:
@@ -127,33 +127,53 @@ def _recursion(x1, x2, k22, depth, activation, sw2, sb2):
     return k12, ntk
 
 
-def _relu_layer(k11, k22, k12, q, ntk, sw2, sb2):
-    """One relu layer of the recursion, carrying ``q = E[(u-v)^2]`` (see :func:`nngp_ntk`).
+def _one_minus_cos(x1, x2, sw2, sb2):
+    """``1 - cos(theta)`` of the first layer, exact to rounding for (nearly) parallel inputs.
 
-    With ``p = sqrt(k11 k22)`` and ``1 - cos(theta) = (q - (sqrt k11 - sqrt k22)^2) / (2p)``
-    (exact to rounding near ``theta = 0``)::
-
-        k12'  = sw2 p J / (2 pi) + sb2,      J = sin(theta) + (pi - theta) cos(theta)
-        q'    = sw2 [(sqrt k11 - sqrt k22)^2 / 2 + p (pi (1 - cos) - (sin - theta cos)) / pi]
-        ntk'  = k12' + sw2 (pi - theta) / (2 pi) ntk
-
-    The form of ``q'`` (``E[(relu u - relu v)^2]``) has no cancellation of O(1) terms.
-    Zero-norm rows (``p = 0``) are harmless: ``p`` is floored at a tiny positive number.
+    ``K^1(x, x') = z.z'`` with ``z = (sigma_w x / sqrt(d), sigma_b)``, so ``1 - cos(theta) =
+    |z/|z| - z'/|z'||^2 / 2``, a sum of squares (zero-norm ``z`` count as orthogonal).
     """
-    s1, s2 = k11.sqrt().clamp_(min=1e-150), k22.sqrt().clamp_(min=1e-150)
-    p2 = (2 * s1) * s2  # 2p
-    ds2 = (s1 - s2).square_()
-    omc = (q - ds2).clamp_(min=0).div_(p2).clamp_(max=2)  # 1 - cos(theta)
+    def unit(x):
+        z = torch.cat([x * math.sqrt(sw2 / x.shape[1]), torch.full_like(x[:, :1], math.sqrt(sb2))], dim=1)
+        norm = z.norm(dim=1, keepdim=True)
+        return torch.where(norm > 0, z / torch.where(norm > 0, norm, 1.0), 0.0)
+
+    return torch.cdist(unit(x1), unit(x2), compute_mode="donot_use_mm_for_euclid_dist").square_().mul_(0.5)
+
+
+def _relu_layer(k11, k22, omc, ntk, sw2, sb2):
+    """One relu layer of the recursion, carrying ``omc = 1 - cos(theta)`` (see :func:`nngp_ntk`).
+
+    With ``p = sqrt(k11 k22)``, ``J = sin(theta) + (pi - theta) cos(theta)``, ``a = sw2/2``,
+    ``b = sb2`` and the next diagonals ``A = a k11 + b``, ``B = a k22 + b``::
+
+        k12'   = sw2 p J / (2 pi) + sb2
+        ntk'   = k12' + sw2 (pi - theta) / (2 pi) ntk
+        1-cos' = [a b (sqrt k11 - sqrt k22)^2 / (sqrt(AB) + a p + b)
+                  + sw2 p (pi (1 - cos) - (sin - theta cos)) / (2 pi)] / sqrt(AB)
+
+    The last line is ``(sqrt(AB) - k12') / sqrt(AB)`` rearranged into a sum of
+    non-negative terms, so the angle stays exact to rounding at every depth, where
+    ``arccos`` of a rounded cosine would lose half the digits near ``theta = 0``.
+    """
+    s1, s2 = k11.sqrt(), k22.sqrt()
+    p = s1 * s2
     theta = (omc * 0.5).sqrt_().asin_().mul_(2)
     cos = 1 - omc
     sin = (2 - omc).mul_(omc).sqrt_()
     pi_minus = math.pi - theta
     j = torch.addcmul(sin, pi_minus, cos)
-    k12_next = torch.addcmul(torch.tensor(sb2, dtype=p2.dtype), p2, j, value=sw2 / (4 * math.pi))
-    inner = omc.mul_(math.pi).sub_(sin.sub_(theta.mul_(cos)))  # pi - J
-    q_next = torch.addcmul(ds2.mul_(sw2 / 2), p2, inner, value=sw2 / (2 * math.pi))
+    k12_next = torch.addcmul(torch.tensor(sb2, dtype=p.dtype), p, j, value=sw2 / (2 * math.pi))
     ntk_next = torch.addcmul(k12_next, pi_minus, ntk, value=sw2 / (2 * math.pi))
-    return sw2 * k11 / 2 + sb2, sw2 * k22 / 2 + sb2, k12_next, q_next, ntk_next
+    a, b = sw2 / 2, sb2
+    k11_next, k22_next = a * k11 + b, a * k22 + b
+    root = k11_next.sqrt() * k22_next.sqrt()  # sqrt(AB), outer product
+    inner = omc.mul(math.pi).sub_(sin.sub_(theta.mul_(cos)))  # pi - J >= 0
+    omc_next = torch.mul(p, inner).mul_(sw2 / (2 * math.pi))
+    if b > 0:
+        omc_next += (s1 - s2).square_().mul_(a * b).div_(root + (a * p + b))
+    omc_next = omc_next.div_(root.clamp_(min=1e-300)).clamp_(0.0, 2.0)
+    return k11_next, k22_next, k12_next, omc_next, ntk_next
 
 
 def _erf_layer(k11, k22, k12, ntk, sw2, sb2):

@@ -1,0 +1,92 @@
+"""Datasets, device helpers, plotting utilities and the grading messages."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+import ntk_lib
+from ntk_lib import data, grading
+from ntk_lib.device import full_scale, generator, resolve, seed_everything
+from ntk_lib.plotting import loglog_fit, loglog_slope, loss_curves, use_style
+
+matplotlib.use("Agg")
+
+
+def test_sphere_circle_regression():
+    x = data.sphere(50, 7, seed=1)
+    assert x.shape == (50, 7) and x.dtype == torch.float64
+    torch.testing.assert_close((x * x).sum(1) / 7, torch.ones(50, dtype=torch.float64))
+    assert torch.equal(x, data.sphere(50, 7, seed=1)) and not torch.equal(x, data.sphere(50, 7, seed=2))
+    angles, pts = data.circle(8)
+    torch.testing.assert_close(pts[2], torch.tensor([0.0, math.sqrt(2)], dtype=torch.float64))
+    assert angles[1].item() == pytest.approx(math.pi / 4)
+    x, y = data.regression_1d(20, seed=0)
+    assert x.shape == (20, 2) and y.shape == (20,) and x.dtype == torch.float32
+    t = torch.atan2(x[:, 1], x[:, 0]).double()
+    torch.testing.assert_close(y.double(), torch.sin(2 * t) + 0.5 * torch.cos(t), rtol=1e-5, atol=1e-5)
+
+
+def test_digits():
+    xtr, ytr, xte, yte = data.digits(200, 150, classes=(3, 8), seed=0, device="cpu")
+    assert xtr.shape == (200, 64) and xte.shape == (150, 64)
+    assert set(ytr.tolist()) == {0, 1} and ytr.dtype == torch.int64
+    assert (xtr.double() ** 2).mean().item() == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ValueError, match="n_train"):
+        data.digits(2000, 1)
+
+
+def test_data_rejects_bad_input():
+    with pytest.raises(ValueError, match="n must be a positive"):
+        data.sphere(0, 3)
+    with pytest.raises(ValueError, match="radius"):
+        data.sphere(3, 3, radius=-1.0)
+    with pytest.raises(ValueError, match="noise"):
+        data.regression_1d(3, noise=-1.0)
+
+
+def test_device_helpers():
+    assert resolve("cpu", None) == (torch.device("cpu"), torch.float32)
+    assert resolve("cpu", None, theory=True)[1] == torch.float64
+    assert full_scale("cpu") is False
+    assert generator(None) is None
+    seed_everything(4)
+    a = torch.rand(3)
+    seed_everything(4)
+    assert torch.equal(a, torch.rand(3))
+    assert ntk_lib.default_device().type in ("cpu", "cuda")
+
+
+def test_loglog_slope_and_plots():
+    x = np.array([64, 128, 256, 512])
+    slope, pref = loglog_slope(x, 3.0 * x**-0.5)
+    assert slope == pytest.approx(-0.5, abs=1e-12) and pref == pytest.approx(3.0, rel=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        loglog_slope([1, 2], [1, -1])
+    with pytest.raises(ValueError, match="same length"):
+        loglog_slope([1, 2, 3], [1, 2])
+    use_style()
+    fig, ax = matplotlib.pyplot.subplots()
+    assert loglog_fit(ax, x, x**2.0, label="y") == pytest.approx(2.0)
+    assert "slope +2.00" in ax.get_lines()[-1].get_label()
+    loss_curves(ax, {"gd": torch.tensor([1.0, 0.5, 0.25])})
+    matplotlib.pyplot.close(fig)
+
+
+def test_grading_messages_are_useful():
+    with pytest.raises(AssertionError, match=r"K: expected a tensor of shape \(3, 3\), got \(3, 2\)"):
+        grading.check_shape("K", torch.zeros(3, 2), (3, 3))
+    with pytest.raises(AssertionError, match=r"expected 1 at index \(1,\), got 1.1.*Monte Carlo"):
+        grading.check_close("v", [1.0, 1.1], [1.0, 1.0], rtol=0.01, why="Monte Carlo")
+    with pytest.raises(AssertionError, match="NaN"):
+        grading.check_close("v", [float("nan")], [1.0])
+    with pytest.raises(AssertionError, match=r"in \[-0.7, -0.3\], got -1"):
+        grading.check_between("slope", -1.0, -0.7, -0.3)
+    with pytest.raises(AssertionError, match="expected a Tensor, got list"):
+        grading.check_type("K", [1], torch.Tensor)
+    grading.check_close("v", torch.ones(2), np.ones(2))
+    grading.check_between("slope", -0.5, -0.7, -0.3)
