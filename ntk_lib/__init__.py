@@ -5,7 +5,7 @@ One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.d
 :mod:`~ntk_lib.plotting`.
 """
 
-from . import activations, data, device, dynamics, grading, kernels, models, plotting
+from . import activations, data, device, dynamics, grading, kernels, linearize, models, plotting
 from .device import default_device, seed_everything
 from .kernels import empirical_ntk, nngp_ntk
 from .models import MLP
@@ -20,6 +20,7 @@ __all__ = [
     "grading",
     "empirical_ntk",
     "kernels",
+    "linearize",
     "models",
     "nngp_ntk",
     "plotting",

@@ -6,6 +6,13 @@ The loss is ``L = (1/2D) sum_alpha (f(x_alpha) - y_alpha)^2`` over ``D`` trainin
 records the loss, the relative movement of the parameters and, optionally, the empirical
 NTK, so that lessons can measure how all of these shrink with width.
 
+Closed forms (Lee et al. 2019, Sec. 2; Bahri's lecture): with ``Theta = V diag(lam) V^T``
+the training residual evolves mode by mode, ``f_t - y = V exp(-lr lam t / D) V^T (f_0 - y)``
+under gradient flow (:func:`mse_flow`) and ``f_k - y = V (1 - lr lam / D)^k V^T (f_0 - y)``
+under gradient descent (:func:`mse_gd`); test points follow through ``Theta_test,train``,
+and the parameters of the linearised network through ``J^T`` (:func:`mse_flow_params`).
+One eigendecomposition serves any number of times.
+
 Taught in lessons 01 and 03.
 """
 
@@ -19,6 +26,10 @@ from tqdm.auto import tqdm
 
 from . import _checks
 from .kernels import empirical_ntk
+
+
+RCOND = 1e-12
+"""Eigenvalues of the training kernel below ``RCOND * lam_max`` count as zero modes at ``t = inf``."""
 
 
 class DivergenceError(RuntimeError):
@@ -135,3 +146,189 @@ def train_gd(
     history.loss = torch.tensor(losses, dtype=torch.float64)
     history.param_change = torch.tensor(moves, dtype=torch.float64)
     return history
+
+
+# ---------------------------------------------------------------------------------------
+# Closed-form MSE dynamics on a fixed kernel
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelDynamics:
+    """Predictions of kernel gradient flow/descent on train and test points.
+
+    ``train`` has shape ``(len(t), D)`` (or ``(D,)`` for a scalar time), ``test`` likewise
+    with the test points, or ``None`` when no ``k_test_train`` was given.
+    """
+
+    train: torch.Tensor
+    test: torch.Tensor | None
+
+
+def _spectral(k_train, y_train, f0_train, lr):
+    """Validate the inputs; return ``(lam, V, r0, y, f0, D)`` with ``r0 = V^T (y - f0)``."""
+    k = _checks.matrix("k_train", k_train, dtype=torch.float64)
+    d = k.shape[0]
+    if k.shape != (d, d):
+        raise ValueError(f"k_train must be a square (D, D) kernel matrix; got shape {tuple(k.shape)}")
+    scale = k.abs().max()
+    if (k - k.T).abs().max() > 1e-10 * scale:
+        raise ValueError("k_train must be symmetric (a kernel matrix); got an asymmetric matrix")
+    y = _vector("y_train", y_train, d, k.device)
+    f0 = torch.zeros_like(y) if f0_train is None else _vector("f0_train", f0_train, d, k.device)
+    _checks.real("lr", lr, positive=True)
+    lam, v = torch.linalg.eigh((k + k.T) / 2)
+    if lam[0] < -1e-8 * max(lam[-1].item(), 0.0) - 1e-300:
+        raise ValueError(f"k_train must be positive semi-definite; its smallest eigenvalue is {lam[0].item():.3g}")
+    return lam.clamp(min=0), v, v.T @ (y - f0), y, f0, d
+
+
+def _vector(name, v, d, device):
+    v = torch.as_tensor(v, dtype=torch.float64, device=device)
+    if v.shape != (d,):
+        raise ValueError(f"{name} must have shape ({d},) to match k_train; got {tuple(v.shape)}")
+    if not torch.isfinite(v).all():
+        raise ValueError(f"{name} contains NaN or infinite entries")
+    return v
+
+
+def _times(name, t, device):
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    if t.ndim > 1 or t.numel() < 1 or torch.isnan(t).any() or (t < 0).any():
+        raise ValueError(f"{name} must be a non-negative number or a 1-D sequence of them; got {t.tolist()}")
+    return t
+
+
+def _flow_factors(lam: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``exp(-a lam)`` and ``(1 - exp(-a lam)) / lam`` for times ``a = lr t / D`` of shape ``(T, 1)``.
+
+    The second is ``a`` on exact zero modes; at ``a = inf`` modes below ``RCOND * lam_max``
+    do not move (decay 1, gain 0), the others relax fully (decay 0, gain ``1/lam``).
+    """
+    zero = lam <= RCOND * lam[-1]
+    positive = lam > 0
+    finite_gain = torch.where(positive, -torch.expm1(-a * lam) / torch.where(positive, lam, 1.0), a)
+    inf = torch.isinf(a)
+    decay = torch.where(inf, torch.where(zero, 1.0, 0.0), torch.exp(-a * lam))
+    gain = torch.where(inf, torch.where(zero, 0.0, 1 / lam.clamp(min=1e-300)), finite_gain)
+    return decay, gain
+
+
+def _predict(lam, v, r0, y, decay, gain, k_test_train, f0_test, scalar):
+    """``train = y - V (decay * r0)``; ``test = f0_test + K_test,train V (gain * r0)``."""
+    train = y - (decay * r0) @ v.T
+    test = None
+    if k_test_train is not None:
+        kt = _checks.matrix("k_test_train", k_test_train, cols=len(y), dtype=torch.float64, device=y.device)
+        f0t = torch.zeros(kt.shape[0], dtype=torch.float64, device=y.device)
+        if f0_test is not None:
+            f0t = _vector("f0_test", f0_test, kt.shape[0], y.device)
+        test = f0t + (gain * r0) @ (kt @ v).T
+    if scalar:
+        return KernelDynamics(train[0], None if test is None else test[0])
+    return KernelDynamics(train, test)
+
+
+def mse_flow(
+    k_train: torch.Tensor,
+    y_train: torch.Tensor,
+    t: float | torch.Tensor,
+    *,
+    k_test_train: torch.Tensor | None = None,
+    f0_train: torch.Tensor | None = None,
+    f0_test: torch.Tensor | None = None,
+    lr: float = 1.0,
+) -> KernelDynamics:
+    """Return train (and test) predictions of gradient flow on the MSE loss with a fixed kernel.
+
+    Solves ``df/dt = -(lr/D) Theta (f - y)`` on the ``D`` training points (the loss
+    ``(1/2D) sum (f - y)^2``; Jacot et al. 2018, Lee et al. 2019, eq. 9-10)::
+
+        f_t(train) = y + exp(-lr Theta t / D) (f_0 - y)
+        f_t(test)  = f_0(test) + Theta_test,train Theta^{-1} (I - exp(-lr Theta t / D)) (y - f_0)
+
+    from one eigendecomposition ``Theta = V diag(lam) V^T``; the factor
+    ``(1 - exp(-lr lam t/D)) / lam`` is evaluated with ``expm1`` and equals its limit
+    ``lr t / D`` on zero modes, so singular kernels are exact at finite ``t``. At
+    ``t = inf`` the test prediction is kernel regression, ``f_0 + Theta_test,train
+    Theta^+ (y - f_0)``, with the pseudo-inverse: eigenvalues below ``RCOND * lam_max``
+    (1e-12) are zero modes, which gradient flow never moves.
+
+    Args:
+        k_train: the ``(D, D)`` kernel on the training points (symmetric, PSD).
+        y_train: targets, shape ``(D,)``.
+        t: a time (``float('inf')`` allowed) or a 1-D sequence of times (>= 0).
+        k_test_train: the ``(N, D)`` kernel between test and training points.
+        f0_train, f0_test: outputs at ``t = 0`` (default zero: e.g. a centred network).
+        lr: learning rate multiplying the time.
+    """
+    lam, v, r0, y, _, d = _spectral(k_train, y_train, f0_train, lr)
+    times = _times("t", t, lam.device)
+    decay, gain = _flow_factors(lam, lr * times.reshape(-1, 1) / d)
+    return _predict(lam, v, r0, y, decay, gain, k_test_train, f0_test, times.ndim == 0)
+
+
+def mse_gd(
+    k_train: torch.Tensor,
+    y_train: torch.Tensor,
+    steps: int | torch.Tensor,
+    *,
+    lr: float,
+    k_test_train: torch.Tensor | None = None,
+    f0_train: torch.Tensor | None = None,
+    f0_test: torch.Tensor | None = None,
+) -> KernelDynamics:
+    """Return train (and test) predictions after ``steps`` of gradient descent with a fixed kernel.
+
+    The discrete counterpart of :func:`mse_flow`: ``f_{k+1} = f_k - (lr/D) Theta (f_k - y)``,
+    so mode by mode ``f_k - y`` shrinks by ``(1 - lr lam / D)^k`` and the test factor is
+    ``(1 - (1 - lr lam/D)^k) / lam`` (limit ``k lr / D`` on zero modes). As ``lr -> 0`` with
+    ``k lr`` fixed it tends to the flow. GD on this kernel converges iff
+    ``lr < 2 D / lam_max``; beyond that the residual grows geometrically and, if it
+    overflows, :class:`DivergenceError` reports the first step at which it did.
+
+    Args:
+        steps: a number of steps or a 1-D sequence of them (integers >= 0).
+        The others as in :func:`mse_flow`.
+    """
+    lam, v, r0, y, _, d = _spectral(k_train, y_train, f0_train, lr)
+    k = _times("steps", steps, lam.device)
+    if (k != k.round()).any() or torch.isinf(k).any():
+        raise ValueError(f"steps must be whole numbers; got {k.tolist()}")
+    u = lr * lam / d
+    factor = (1 - u) ** k.reshape(-1, 1)  # (T, D)
+    with torch.no_grad():
+        small = u < 0.5  # accurate (1 - (1-u)^k) / lam via expm1/log1p where u is small
+        accurate = -torch.expm1(k.reshape(-1, 1) * torch.log1p(-u.clamp(max=0.5)))
+        numer = torch.where(small, accurate, 1 - factor)
+        gain = torch.where(lam > 0, numer / torch.where(lam > 0, lam, 1.0), k.reshape(-1, 1) * lr / d)
+    if not (torch.isfinite(factor).all() and torch.isfinite(gain).all()):
+        bad = int(k[~torch.isfinite(factor).all(1)].min()) if k.ndim else int(k)
+        raise DivergenceError(bad, float("inf"))
+    return _predict(lam, v, r0, y, factor, gain, k_test_train, f0_test, k.ndim == 0)
+
+
+def mse_flow_params(
+    jac_train: torch.Tensor,
+    y_train: torch.Tensor,
+    t: float | torch.Tensor,
+    *,
+    f0_train: torch.Tensor | None = None,
+    lr: float = 1.0,
+) -> torch.Tensor:
+    """Return ``theta_t - theta_0`` of the linearised network under gradient flow, shape ``(T, P)`` or ``(P,)``.
+
+    With ``J`` the ``(D, P)`` Jacobian at ``theta_0`` and ``Theta = J J^T`` (Lee et al.
+    2019, eq. 8)::
+
+        theta_t - theta_0 = J^T Theta^{-1} (I - exp(-lr Theta t / D)) (y - f_0)
+
+    which is what ``(lr/D) int_0^t J^T (y - f_s) ds`` integrates to; at ``t = inf`` it is the
+    minimum-norm change that interpolates the data.
+    """
+    jac = _checks.matrix("jac_train", jac_train, dtype=torch.float64)
+    lam, v, r0, y, _, d = _spectral(jac @ jac.T, y_train, f0_train, lr)
+    times = _times("t", t, lam.device)
+    _, gain = _flow_factors(lam, lr * times.reshape(-1, 1) / d)
+    out = (gain * r0) @ (jac.T @ v).T
+    return out[0] if times.ndim == 0 else out
