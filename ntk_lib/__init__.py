@@ -7,7 +7,7 @@ One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.d
 
 from . import activations, data, device, dynamics, grading, kernels, linearize, models, plotting
 from .device import default_device, seed_everything
-from .kernels import empirical_ntk, nngp_ntk
+from .kernels import empirical_nngp, empirical_ntk, nngp_ntk
 from .models import MLP
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "device",
     "dynamics",
     "grading",
+    "empirical_nngp",
     "empirical_ntk",
     "kernels",
     "linearize",

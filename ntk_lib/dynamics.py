@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import _checks
-from .kernels import empirical_ntk
+from .kernels import empirical_nngp, empirical_ntk
+from .models import MLP
 
 
 RCOND = 1e-12
@@ -49,6 +50,8 @@ class TrainHistory:
             (shorter if training diverged: only finite values are kept).
         param_change: ``||theta_t - theta_0|| / ||theta_0||`` at the same times.
         ntk_steps, ntk: the steps at which the empirical NTK was recorded, and the NTKs.
+        nngp: the empirical NNGP (last-layer feature kernel) at the same steps, for an
+            :class:`~ntk_lib.models.MLP` (empty otherwise).
         diverged_at: the step whose loss was non-finite or exploded, ``-1`` if none.
     """
 
@@ -56,6 +59,7 @@ class TrainHistory:
     param_change: torch.Tensor
     ntk_steps: list[int] = field(default_factory=list)
     ntk: list[torch.Tensor] = field(default_factory=list)
+    nngp: list[torch.Tensor] = field(default_factory=list)
     diverged_at: int = -1
 
     @property
@@ -65,9 +69,17 @@ class TrainHistory:
 
     def ntk_change(self) -> torch.Tensor:
         """Return ``||Theta_t - Theta_0||_F / ||Theta_0||_F`` at each recorded step."""
-        if not self.ntk:
-            raise ValueError("no NTK was recorded: call train_gd with ntk_every=k")
-        return torch.stack([(k - self.ntk[0]).norm() / self.ntk[0].norm() for k in self.ntk])
+        return _relative_change(self.ntk, "NTK")
+
+    def nngp_change(self) -> torch.Tensor:
+        """Return ``||K_t - K_0||_F / ||K_0||_F`` of the empirical NNGP at each recorded step."""
+        return _relative_change(self.nngp, "NNGP (recorded for ntk_lib MLPs only)")
+
+
+def _relative_change(kernels: list[torch.Tensor], what: str) -> torch.Tensor:
+    if not kernels:
+        raise ValueError(f"no {what} was recorded: call train_gd with ntk_every=k")
+    return torch.stack([(k - kernels[0]).norm() / kernels[0].norm() for k in kernels])
 
 
 def mse_loss(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,7 +113,8 @@ def train_gd(
         x, y: the training set; ``y`` of shape ``(D,)`` for a scalar-output model.
         lr: learning rate (> 0).
         steps: number of gradient steps (>= 0).
-        ntk_every: record the empirical NTK on ``x`` every this many steps (and at the end).
+        ntk_every: record the empirical NTK (and, for an MLP, NNGP) on ``x`` every this many
+            steps and at the end.
         on_divergence: ``"stop"`` (return the history with ``diverged_at`` set) or ``"raise"``
             (:class:`DivergenceError`). Divergence means a non-finite loss or a loss larger
             than ``divergence_factor`` times the initial one.
@@ -139,6 +152,8 @@ def train_gd(
         if ntk_every is not None and (step % ntk_every == 0 or step == steps):
             history.ntk_steps.append(step)
             history.ntk.append(empirical_ntk(model, x).to("cpu", torch.float64))
+            if isinstance(model, MLP):
+                history.nngp.append(empirical_nngp(model, x).to("cpu", torch.float64))
         moves.append(float((_flat_params(model) - theta0).norm() / norm0))
         if step < steps:
             loss.backward()

@@ -265,6 +265,26 @@ def empirical_ntk(
     return _ntvp_ntk(f, params, x1, x2)
 
 
+def empirical_nngp(model: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+    """Return the empirical NNGP of an :class:`~ntk_lib.models.MLP`: its last-layer feature kernel.
+
+    ``K(x, x') = m_w^2 phi(h^L(x)) . phi(h^L(x')) + m_b^2`` with the readout's multipliers
+    (``sigma_w^2 / n`` and ``sigma_b^2`` in the NTK parametrization): the covariance of the
+    output over the readout's random weights given the features, which tends to
+    :func:`nngp_ntk`'s ``nngp`` as the width grows (Lee et al. 2018). It is also the
+    readout layer's share of the empirical NTK, and how much it moves in training measures
+    feature learning.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an ntk_lib.models.MLP; got {type(model).__name__}")
+    readout = model.layers[-1]
+    with torch.no_grad():
+        a1 = model.forward_cache(_batch("x1", x1, readout.weight))[0][-1]
+        a2 = a1 if x2 is None else model.forward_cache(_batch("x2", x2, readout.weight))[0][-1]
+        gram = readout.scale.weight_mult**2 * (a1 @ a2.T)
+        return gram + readout.scale.bias_mult**2 if readout.bias is not None else gram
+
+
 def _batch(name: str, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)
