@@ -12,26 +12,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 
 from ntk_lib import MLP, data, empirical_ntk, nngp_ntk
-
-
-def best_time(fn, repeats: int, device: torch.device) -> float:
-    """Best wall-clock time of ``fn()`` over ``repeats`` runs (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_time
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ import platform
 
 import torch
 
-from benchmarks.empirical_ntk import best_time
 from ntk_lib import MLP, data, nngp_ntk
 from ntk_lib.dynamics import mse_flow, mse_loss
 from ntk_lib.linearize import linearize
+from timing import best_time
 
 
 def gd_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.1) -> None:
