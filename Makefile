@@ -26,8 +26,9 @@ install: $(INSTALLED)
 $(PY):
 	$$(command -v python3.11 || command -v python3) -m venv $(VENV)
 
-# torch first and pinned: an unpinned torch from PyPI is a multi-GB CUDA build. An
-# installed torch 2.13.0 of any flavour (e.g. +cu126) satisfies the pin and is kept.
+# torch first and pinned: a torch 2.13.0 that is already there, of any build (+cpu,
+# +cu126, ...), satisfies the pin and is kept; an unpinned torch can pull a multi-GB
+# CUDA build from PyPI.
 $(INSTALLED): requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt

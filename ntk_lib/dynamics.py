@@ -304,7 +304,8 @@ def mse_gd(
 
     Args:
         steps: a number of steps or a 1-D sequence of them (integers >= 0).
-        The others as in :func:`mse_flow`.
+
+    The other arguments are as in :func:`mse_flow`.
     """
     lam, v, r0, y, _, d = _spectral(k_train, y_train, f0_train, lr)
     k = _times("steps", steps, lam.device)
