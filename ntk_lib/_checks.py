@@ -23,22 +23,22 @@ def choice(name: str, value: Any, accepted: Iterable[str]) -> str:
     return value
 
 
+def _integer(name: str, value: Any, minimum: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a {what} integer; got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be a {what} integer (>= {minimum}); got {value}")
+    return int(value)
+
+
 def positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is an integer >= 1, else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer; got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer (>= 1); got {value}")
-    return int(value)
+    return _integer(name, value, 1, "positive")
 
 
 def nonnegative_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is an integer >= 0, else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a non-negative integer; got {value!r} ({type(value).__name__})")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer (>= 0); got {value}")
-    return int(value)
+    return _integer(name, value, 0, "non-negative")
 
 
 def real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = False) -> float:
