@@ -52,6 +52,8 @@ class TrainHistory:
         ntk_steps, ntk: the steps at which the empirical NTK was recorded, and the NTKs.
         nngp: the empirical NNGP (last-layer feature kernel) at the same steps, for an
             :class:`~ntk_lib.models.MLP` (empty otherwise).
+        outputs: the outputs on ``x`` before each step and after the last one, if
+            ``record_outputs``.
         diverged_at: the step whose loss was non-finite or exploded, ``-1`` if none.
     """
 
@@ -60,6 +62,7 @@ class TrainHistory:
     ntk_steps: list[int] = field(default_factory=list)
     ntk: list[torch.Tensor] = field(default_factory=list)
     nngp: list[torch.Tensor] = field(default_factory=list)
+    outputs: list[torch.Tensor] = field(default_factory=list)
     diverged_at: int = -1
 
     @property
@@ -101,6 +104,7 @@ def train_gd(
     ntk_every: int | None = None,
     on_divergence: str = "stop",
     divergence_factor: float = 1e6,
+    record_outputs: bool = False,
     progress: bool = False,
 ) -> TrainHistory:
     """Train ``model`` in place by full-batch gradient descent on the MSE loss; return its history.
@@ -118,6 +122,7 @@ def train_gd(
         on_divergence: ``"stop"`` (return the history with ``diverged_at`` set) or ``"raise"``
             (:class:`DivergenceError`). Divergence means a non-finite loss or a loss larger
             than ``divergence_factor`` times the initial one.
+        record_outputs: keep the outputs on ``x`` at every step (float64, CPU).
         progress: show a tqdm progress bar.
     """
     lr = _checks.real("lr", lr, positive=True)
@@ -149,6 +154,8 @@ def train_gd(
                 raise DivergenceError(step, value)
             break
         losses.append(value)
+        if record_outputs:
+            history.outputs.append(out.detach().to("cpu", torch.float64))
         if ntk_every is not None and (step % ntk_every == 0 or step == steps):
             history.ntk_steps.append(step)
             history.ntk.append(empirical_ntk(model, x).to("cpu", torch.float64))

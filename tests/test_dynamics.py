@@ -32,8 +32,10 @@ def test_one_step_follows_the_ntk_to_second_order():
 def test_history_records_loss_movement_and_ntk():
     model, x, y = _setup()
     theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    h = train_gd(model, x, y, lr=1.0, steps=30, ntk_every=10)
-    assert h.loss.shape == (31,) and h.param_change.shape == (31,)
+    h = train_gd(model, x, y, lr=1.0, steps=30, ntk_every=10, record_outputs=True)
+    assert h.loss.shape == (31,) and h.param_change.shape == (31,) and len(h.outputs) == 31
+    torch.testing.assert_close(h.outputs[-1], model(x).detach())
+    torch.testing.assert_close(h.loss, torch.stack([0.5 * ((f - y) ** 2).mean() for f in h.outputs]))
     assert h.loss[0].item() == pytest.approx(mse_loss(MLP(2, 256, 2, sigma_b=0.1, seed=0, dtype=F64, device="cpu")(x), y).item())
     assert h.loss[-1] < 0.2 * h.loss[0]
     theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
