@@ -19,7 +19,7 @@ BOOK_FLAGS := -W -n --keep-going
 LESSONS := $(wildcard lessons/*.ipynb)
 BENCHMARKS := $(wildcard benchmarks/*.py)
 
-.PHONY: install book test bench clean
+.PHONY: install book test bench clean assignments
 
 install: $(INSTALLED)
 
@@ -61,6 +61,13 @@ else
 	@echo "No lessons yet: nothing for nbval to run."
 endif
 	$(JB) build . $(BOOK_FLAGS) --all --config _build/config-noexec.yml
+
+# The nbgrader course directory course/ (git-ignored) from lessons/*_exercises.ipynb:
+# source/ refreshed from the lessons, student versions in course/release/<NN_slug>/, each
+# source checked to pass its tests and each student version to fail them. See
+# book/teaching.md and tools/assignments.py.
+assignments: install
+	$(PY) tools/assignments.py --course course build
 
 bench: install
 	for script in $(BENCHMARKS); do echo "== $$script"; $(PY) "$$script"; done
