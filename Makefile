@@ -4,6 +4,7 @@
 #   make test    library tests, every lesson re-run by nbval, the book built from the
 #                committed outputs (what CI runs)
 #   make bench   run every benchmarks/*.py
+#   make assignments  build the nbgrader course (student versions in course/release)
 #   make clean   remove build outputs (not the virtualenv)
 
 SHELL := bash
