@@ -86,3 +86,14 @@ def test_api_page_documents_every_public_module():
     assert documented == public, (
         f"book/api.md documents {sorted(documented)}; the public modules are {sorted(public)}"
     )
+
+
+def test_notebooks_are_tidy():
+    """No run timings in cell metadata; solutions collapsed in the book (tools/tidy_notebooks.py)."""
+    for path in sorted((ROOT / "lessons").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        for i, cell in enumerate(nb["cells"]):
+            meta = cell.get("metadata", {})
+            assert "execution" not in meta, f"{path.name} cell {i}: run python tools/tidy_notebooks.py"
+            if cell["cell_type"] == "code" and meta.get("nbgrader", {}).get("solution"):
+                assert "hide-input" in meta.get("tags", []), f"{path.name} cell {i}: solution not collapsed"

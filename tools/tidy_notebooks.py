@@ -1,0 +1,30 @@
+"""Tidy lesson notebooks before committing them: python tools/tidy_notebooks.py lessons/*.ipynb
+
+- drops the per-cell ``execution`` timings that Jupyter records (they vary run to run and
+  nbgrader would copy them into student versions);
+- tags every nbgrader solution cell ``hide-input``, so the book shows solutions collapsed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import nbformat
+
+
+def tidy(path: str) -> None:
+    """Rewrite the notebook at ``path`` in place (validated, nbformat 4)."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+            tags = cell.metadata.setdefault("tags", [])
+            if "hide-input" not in tags:
+                tags.append("hide-input")
+    nbformat.validate(nb)
+    nbformat.write(nb, path)
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        tidy(arg)
