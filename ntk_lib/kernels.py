@@ -323,8 +323,11 @@ def _signals(model: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torc
     delta = None
     for l in range(model.depth, 0, -1):  # hidden layers, top down
         upper = model.layers[l]
-        back = upper.weight[0].expand(x.shape[0], -1) if delta is None else delta @ upper.weight
-        delta = model.phi_prime(pre[l - 1]) * (upper.scale.weight_mult * back)
+        if delta is None:  # below the scalar readout: delta = m_w w^{L+1} for every input
+            delta = (upper.scale.weight_mult * upper.weight[0]).expand(x.shape[0], -1)
+        else:
+            delta = torch.mm(delta, upper.weight).mul_(upper.scale.weight_mult)
+        delta = model.phi_prime(pre[l - 1]).mul_(delta)
         deltas.insert(0, delta)
     return inputs, deltas
 

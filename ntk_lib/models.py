@@ -86,10 +86,10 @@ class Dense(nn.Module):
             self.register_parameter("bias", None)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        h = (a @ self.weight.T) * self.scale.weight_mult
-        if self.bias is not None:
-            h = h + self.scale.bias_mult * self.bias
-        return h
+        # One fused GEMM (multipliers as alpha/beta): no separate scaling passes over h.
+        if self.bias is None:
+            return torch.mm(a, self.weight.T).mul_(self.scale.weight_mult)
+        return torch.addmm(self.bias, a, self.weight.T, beta=self.scale.bias_mult, alpha=self.scale.weight_mult)
 
     def extra_repr(self) -> str:
         return f"fan_in={self.fan_in}, fan_out={self.fan_out}, bias={self.bias is not None}, {self.scale}"
