@@ -189,18 +189,20 @@ class KernelDynamics:
 
 def _spectral(k_train, y_train, f0_train, lr):
     """Validate the inputs; return ``(lam, V, r0, y, f0, D)`` with ``r0 = V^T (y - f0)``."""
+    source = k_train.dtype if isinstance(k_train, torch.Tensor) and k_train.is_floating_point() else torch.float64
     k = _checks.matrix("k_train", k_train, dtype=torch.float64)
     d = k.shape[0]
     if k.shape != (d, d):
         raise ValueError(f"k_train must be a square (D, D) kernel matrix; got shape {tuple(k.shape)}")
-    scale = k.abs().max()
-    if (k - k.T).abs().max() > 1e-10 * scale:
+    # Rounding in the kernel's own precision (e.g. a float32 empirical NTK) is not an error.
+    tol = max(1e-10, 10 * d * torch.finfo(source).eps)
+    if (k - k.T).abs().max() > tol * k.abs().max():
         raise ValueError("k_train must be symmetric (a kernel matrix); got an asymmetric matrix")
     y = _vector("y_train", y_train, d, k.device)
     f0 = torch.zeros_like(y) if f0_train is None else _vector("f0_train", f0_train, d, k.device)
     _checks.real("lr", lr, positive=True)
     lam, v = torch.linalg.eigh((k + k.T) / 2)
-    if lam[0] < -1e-8 * max(lam[-1].item(), 0.0) - 1e-300:
+    if lam[0] < -max(tol, 1e-8) * max(lam[-1].item(), 0.0) - 1e-300:
         raise ValueError(f"k_train must be positive semi-definite; its smallest eigenvalue is {lam[0].item():.3g}")
     return lam.clamp(min=0), v, v.T @ (y - f0), y, f0, d
 

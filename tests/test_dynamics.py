@@ -186,6 +186,21 @@ def test_param_flow_is_the_linearised_networks_change():
     torch.testing.assert_close(dtheta[1], torch.linalg.pinv(jac) @ (y - f0), rtol=1e-9, atol=1e-10)
 
 
+def test_float32_kernels_are_accepted():
+    """A float32 kernel whose smallest eigenvalue is -1e-7 lam_max (rounding) is accepted; the
+    same matrix claimed exact (float64) is rejected as not PSD."""
+    q, _ = torch.linalg.qr(torch.randn(12, 12, dtype=F64, generator=torch.Generator().manual_seed(0)))
+    lam = torch.linspace(6.0, 1.0, 12, dtype=F64)
+    lam[-1] = -6e-7
+    k = (q * lam) @ q.T
+    k = (k + k.T) / 2
+    y = torch.ones(12, dtype=F64)
+    sol = mse_flow(k.float(), y, 1.0)
+    assert torch.isfinite(sol.train).all()
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        mse_flow(k, y, 1.0)
+
+
 def test_mse_flow_rejects_bad_input():
     k, kt, y, f0, _ = _kernel_problem(5, 2)
     with pytest.raises(ValueError, match="symmetric"):
