@@ -2,10 +2,11 @@
 
 One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
 :mod:`~ntk_lib.activations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
-:mod:`~ntk_lib.plotting`.
+:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.linearize`,
+:mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.plotting`, :mod:`~ntk_lib.grading`.
 """
 
-from . import activations, data, device, dynamics, grading, kernels, linearize, models, plotting
+from . import activations, catapult, data, device, dynamics, grading, kernels, linearize, models, plotting
 from .device import default_device, seed_everything
 from .kernels import empirical_nngp, empirical_ntk, nngp_ntk
 from .models import MLP
@@ -13,6 +14,7 @@ from .models import MLP
 __all__ = [
     "MLP",
     "activations",
+    "catapult",
     "data",
     "default_device",
     "device",
