@@ -247,6 +247,14 @@ def _evolve(
     return out, f_traj, lam_traj
 
 
+def _prepare(f0, lam0, eta, n, steps, threshold, device, dtype):
+    """Validated grid tensors (float64 by default), step count and threshold of a two-scalar run."""
+    device, dtype = resolve(device, dtype, theory=True)
+    grid = _grid_tensors({"f0": f0, "lam0": lam0, "eta": eta, "n": n}, device, dtype)
+    steps = _checks.nonnegative_int("steps", steps)
+    return grid, steps, _checks.real("threshold", threshold, positive=True)
+
+
 def two_scalar(
     f0: Any,
     lam0: Any,
@@ -278,10 +286,7 @@ def two_scalar(
     Memory is ``2 (steps + 1)`` numbers per grid point; :func:`phase_diagram` keeps only where
     each point ended.
     """
-    device, dtype = resolve(device, dtype, theory=True)
-    steps = _checks.nonnegative_int("steps", steps)
-    threshold = _checks.real("threshold", threshold, positive=True)
-    grid = _grid_tensors({"f0": f0, "lam0": lam0, "eta": eta, "n": n}, device, dtype)
+    grid, steps, threshold = _prepare(f0, lam0, eta, n, steps, threshold, device, dtype)
     shape = grid["f0"].shape
     out, f, lam = _evolve(grid, steps, threshold, record=True)
     fields = {k: v.reshape(shape) for k, v in out.items()}
@@ -307,10 +312,7 @@ def phase_diagram(
     a memory of a few numbers per grid point, for large grids: ``outcome.phases`` is the
     phase diagram.
     """
-    device, dtype = resolve(device, dtype, theory=True)
-    steps = _checks.nonnegative_int("steps", steps)
-    threshold = _checks.real("threshold", threshold, positive=True)
-    grid = _grid_tensors({"f0": f0, "lam0": lam0, "eta": eta, "n": n}, device, dtype)
+    grid, steps, threshold = _prepare(f0, lam0, eta, n, steps, threshold, device, dtype)
     shape = grid["f0"].shape
     out, _, _ = _evolve(grid, steps, threshold, record=False)
     return TwoScalarOutcome(**grid, **{k: v.reshape(shape) for k, v in out.items()})
