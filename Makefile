@@ -5,6 +5,7 @@
 #                committed outputs (what CI runs)
 #   make bench   run every benchmarks/*.py
 #   make assignments  build the nbgrader course (student versions in course/release)
+#   make screenshots  open the built book in headless Chromium, check it, save screenshots
 #   make clean   remove build outputs (not the virtualenv)
 
 SHELL := bash
@@ -20,7 +21,7 @@ BOOK_FLAGS := -W -n --keep-going
 LESSONS := $(wildcard lessons/*.ipynb)
 BENCHMARKS := $(wildcard benchmarks/*.py)
 
-.PHONY: install book test bench clean assignments
+.PHONY: install book test bench clean screenshots assignments
 
 install: $(INSTALLED)
 
@@ -69,6 +70,11 @@ endif
 # book/teaching.md and tools/assignments.py.
 assignments: install
 	$(PY) tools/assignments.py --course course build
+
+# A reader's check in headless Chromium (apt-get install chromium) of the built book:
+# screenshots in _build/screenshots. Offline, pass MATHJAX=path/to/node_modules/mathjax.
+screenshots: install
+	$(PY) tools/screenshots.py $(if $(MATHJAX),--mathjax $(MATHJAX))
 
 bench: install
 	for script in $(BENCHMARKS); do echo "== $$script"; $(PY) "$$script"; done

@@ -2,7 +2,8 @@
 
 - drops the per-cell ``execution`` timings that Jupyter records (they vary run to run and
   nbgrader would copy them into student versions);
-- tags every nbgrader solution cell ``hide-input``, so the book shows solutions collapsed.
+- tags every nbgrader solution and autograded-test cell ``hide-input``, so the book shows
+  solutions (and the hidden tests of the teacher's version) collapsed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ def tidy(path: str) -> None:
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
-        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+        grading = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and (grading.get("solution") or grading.get("grade")):
             tags = cell.metadata.setdefault("tags", [])
             if "hide-input" not in tags:
                 tags.append("hide-input")
