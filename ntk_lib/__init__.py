@@ -3,10 +3,23 @@
 One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
 :mod:`~ntk_lib.activations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
 :mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.linearize`,
-:mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.plotting`, :mod:`~ntk_lib.grading`.
+:mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
+:mod:`~ntk_lib.grading`.
 """
 
-from . import activations, catapult, data, device, dynamics, grading, kernels, linearize, models, plotting
+from . import (
+    activations,
+    catapult,
+    data,
+    device,
+    dynamics,
+    grading,
+    kernels,
+    linearize,
+    models,
+    plotting,
+    tensor_programs,
+)
 from .device import default_device, seed_everything
 from .kernels import empirical_nngp, empirical_ntk, nngp_ntk
 from .models import MLP
@@ -28,5 +41,6 @@ __all__ = [
     "nngp_ntk",
     "plotting",
     "seed_everything",
+    "tensor_programs",
 ]
 __version__ = "0.1.0"
