@@ -3,7 +3,7 @@
 One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
 :mod:`~ntk_lib.activations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
 :mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.linearize`,
-:mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
+:mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.spectral`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
 :mod:`~ntk_lib.grading`.
 """
 
@@ -18,6 +18,7 @@ from . import (
     linearize,
     models,
     plotting,
+    spectral,
     tensor_programs,
 )
 from .device import default_device, seed_everything
@@ -41,6 +42,7 @@ __all__ = [
     "nngp_ntk",
     "plotting",
     "seed_everything",
+    "spectral",
     "tensor_programs",
 ]
 __version__ = "0.1.0"
