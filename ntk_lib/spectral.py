@@ -24,7 +24,7 @@ and its last gradient line is ``grad_{W_1} L = (grad_{h_3} L) W_3^T W_2^T x^T``.
 With ``||x|| = Theta(sqrt(P))`` and ``|y| = Theta(1)``, the lecture's (muP) choice
 ``sigma_1 = 1/sqrt(P)``, ``sigma_2 = 1/sqrt(D)``, ``sigma_3 = 1/D``, ``eta_1 = D/P``,
 ``eta_2 = 1``, ``eta_3 = 1/D`` gives, as ``D -> inf`` at fixed ``P`` (derivation in the
-lesson; :data:`LECTURE_EXPONENTS` holds the exponents of ``D``):
+lesson; :data:`LECTURE_EXPONENTS` holds the exponents of ``D``)::
 
     ||h_1||, ||h_2|| ~ D^{1/2},  |h_3| ~ D^{-1/2} (random W_3 is not aligned with h_2),
     ||Delta h_1||, ||Delta h_2|| ~ D^{1/2},  |Delta h_3| ~ D^0,
