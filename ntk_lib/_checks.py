@@ -55,6 +55,26 @@ def real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = F
     return value
 
 
+def vector(
+    name: str,
+    v: Any,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Return ``v`` as a 1-D finite floating tensor with at least one entry (tensor, array or list)."""
+    if not isinstance(v, torch.Tensor):
+        try:
+            v = torch.as_tensor(np.asarray(v, dtype=np.float64))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a 1-D array of numbers; got {type(v).__name__}") from err
+    if v.ndim != 1 or v.numel() < 1:
+        raise ValueError(f"{name} must be a 1-D vector with at least one entry; got shape {tuple(v.shape)}")
+    if v.is_complex() or v.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers; got dtype {v.dtype}")
+    return matrix(name, v[None], dtype=dtype, device=device)[0]
+
+
 def matrix(
     name: str,
     x: Any,

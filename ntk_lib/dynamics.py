@@ -208,11 +208,9 @@ def _spectral(k_train, y_train, f0_train, lr):
 
 
 def _vector(name, v, d, device):
-    v = torch.as_tensor(v, dtype=torch.float64, device=device)
+    v = _checks.vector(name, v, dtype=torch.float64, device=device)
     if v.shape != (d,):
         raise ValueError(f"{name} must have shape ({d},) to match k_train; got {tuple(v.shape)}")
-    if not torch.isfinite(v).all():
-        raise ValueError(f"{name} contains NaN or infinite entries")
     return v
 
 

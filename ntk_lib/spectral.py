@@ -444,17 +444,7 @@ def deep_linear_step(
 
 
 def _point(name: str, v: Any, n: int, what: str, dtype, device) -> torch.Tensor:
-    if not isinstance(v, torch.Tensor):
-        try:
-            v = torch.as_tensor(np.asarray(v, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"{name} must be a 1-D array of numbers; got {type(v).__name__}"
-            ) from err
-    if v.ndim != 1:
-        raise ValueError(
-            f"{name} must be a 1-D vector (one data point); got shape {tuple(v.shape)}"
-        )
+    v = _checks.vector(name, v, dtype=dtype, device=device)
     if v.shape[0] != n:
         raise ValueError(f"{name} must have {what} = {n} entries; got shape {tuple(v.shape)}")
-    return _checks.matrix(name, v.reshape(1, -1), dtype=dtype, device=device)[0]
+    return v

@@ -46,7 +46,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import _checks
@@ -108,31 +107,10 @@ class LinearLimit:
         return self.movement / math.sqrt(width)
 
 
-def _vector(name: str, value: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        try:
-            value = torch.as_tensor(np.asarray(value, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"{name} must be a 1-D array of numbers; got {type(value).__name__}"
-            ) from err
-    if value.ndim != 1 or value.numel() < 1:
-        raise ValueError(
-            f"{name} must be a 1-D tensor with at least one entry (scalar inputs); "
-            f"got shape {tuple(value.shape)}"
-        )
-    if value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(f"{name} must hold real numbers; got dtype {value.dtype}")
-    value = value.to(device=device, dtype=dtype)
-    if not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains NaN or infinite entries")
-    return value
-
-
 def _validate(x, y, lr, steps, parametrization, on_divergence, device, dtype):
     device, dtype = resolve(device, dtype, theory=True)
-    x = _vector("x", x, device, dtype)
-    y = _vector("y", y, device, dtype)
+    x = _checks.vector("x", x, dtype=dtype, device=device)
+    y = _checks.vector("y", y, dtype=dtype, device=device)
     if y.shape != x.shape:
         raise ValueError(
             f"y must have one target per input, shape {tuple(x.shape)}; got shape {tuple(y.shape)}"

@@ -68,18 +68,12 @@ def test_batched_shapes():
     assert sp.spectral_norm([[3, 0], [0, 4]]).item() == pytest.approx(4.0)
 
 
+def _identity_mlp() -> MLP:
+    return MLP(5, 8, 2, activation="identity", bias=False, seed=0, dtype=F64, device="cpu")
+
+
 def test_spectral_report_by_hand():
-    model = MLP(
-        5,
-        8,
-        2,
-        activation="identity",
-        bias=False,
-        parametrization="ntk",
-        seed=0,
-        dtype=F64,
-        device="cpu",
-    )
+    model = _identity_mlp()
     shapes = [(8, 5), (8, 8), (1, 8)]
     rep = sp.spectral_report(model)
     assert [(r.fan_out, r.fan_in) for r in rep] == shapes
@@ -95,17 +89,7 @@ def test_spectral_report_by_hand():
     # updates as a list, as a dict, and as a second model agree
     g = torch.Generator().manual_seed(3)
     deltas = [torch.randn(*s, generator=g, dtype=F64) for s in shapes]
-    other = MLP(
-        5,
-        8,
-        2,
-        activation="identity",
-        bias=False,
-        parametrization="ntk",
-        seed=0,
-        dtype=F64,
-        device="cpu",
-    )
+    other = _identity_mlp()
     with torch.no_grad():
         for layer, d in zip(other.layers, deltas, strict=True):
             layer.weight += d
