@@ -12,52 +12,23 @@ Both give the same function at initialisation (same NNGP). They differ in what g
 descent sees: in the NTK parametrization (Jacot et al. 2018) the trained parameters are
 the raw ``N(0, 1)`` tensors, so the empirical NTK has the finite infinite-width limit of
 :func:`ntk_lib.kernels.nngp_ntk`; in the standard one it grows with the width.
-The general abc-parametrizations (Yang & Hu 2021) are further rows of the same table.
+Both are rows of the general abc-parametrizations (Yang & Hu 2021) of
+:mod:`ntk_lib.parametrizations`, which :class:`MLP` accepts too: by name (``"mup"``,
+``"mf"``, ``"sp_lr"``, ...) or as an :class:`~ntk_lib.parametrizations.ABC`.
 
-Taught in lessons 01 and 02.
+Taught in lessons 01 and 02 (NTK, standard) and 07-08 (abc, muP).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import _checks, activations
 from .device import generator, resolve
-
-PARAMETRIZATIONS: tuple[str, ...] = ("ntk", "standard")
-"""Parametrization names accepted by :class:`MLP`."""
-
-
-@dataclass(frozen=True)
-class LayerScale:
-    """Multipliers, init scales and learning-rate scale of one dense layer."""
-
-    weight_mult: float
-    weight_std: float
-    bias_mult: float
-    bias_std: float
-    lr_scale: float = 1.0
-
-
-def layer_scales(
-    parametrization: str, fan_ins: Sequence[int], sigma_w: float, sigma_b: float
-) -> list[LayerScale]:
-    """Return the :class:`LayerScale` of each layer (first hidden ... readout) for a named parametrization."""
-    _checks.choice("parametrization", parametrization, PARAMETRIZATIONS)
-    scales = []
-    for fan_in in fan_ins:
-        std = sigma_w / math.sqrt(fan_in)
-        if parametrization == "ntk":
-            scales.append(LayerScale(std, 1.0, sigma_b, 1.0))
-        else:
-            scales.append(LayerScale(1.0, std, 1.0, sigma_b))
-    return scales
-
+from .parametrizations import ABC, LayerScale, layer_scales
 
 class Dense(nn.Module):
     """``h = weight_mult * a W^T + bias_mult * b`` with trained ``W`` (out, in) and ``b`` (out,)."""
@@ -110,7 +81,11 @@ class MLP(nn.Module):
         depth: number of hidden layers (0 gives a linear model).
         activation: ``"relu"``, ``"erf"``, ``"tanh"`` or ``"identity"``.
         sigma_w, sigma_b: weight and bias standard deviations of the convention.
-        parametrization: ``"ntk"`` or ``"standard"``.
+        parametrization: ``"ntk"``, ``"standard"``, a preset name of
+            :func:`ntk_lib.parametrizations.preset` or any
+            :class:`~ntk_lib.parametrizations.ABC` with ``depth + 1`` layers.
+        base_width: the width at which every parametrization is the standard one (the
+            ``mup`` package's base shape); 1 applies the exponents to the width itself.
         bias: whether layers have biases (deep linear networks have none).
         d_out: number of outputs; with 1 (the default) ``forward`` returns shape ``(N,)``.
         seed: an int or ``torch.Generator`` for the initialisation (``None``: torch's global state).
@@ -129,7 +104,8 @@ class MLP(nn.Module):
         activation: str = "relu",
         sigma_w: float = 1.0,
         sigma_b: float = 0.0,
-        parametrization: str = "ntk",
+        parametrization: str | ABC = "ntk",
+        base_width: int = 1,
         bias: bool = True,
         d_out: int = 1,
         seed: int | torch.Generator | None = None,
@@ -148,7 +124,9 @@ class MLP(nn.Module):
         self.parametrization = parametrization
         device, dtype = resolve(device, dtype)
         sizes = [self.d_in, *self.widths, self.d_out]
-        scales = layer_scales(parametrization, sizes[:-1], self.sigma_w, self.sigma_b)
+        scales = layer_scales(
+            parametrization, sizes[:-1], sizes[1:], self.sigma_w, self.sigma_b, base_width=base_width
+        )
         gen = generator(seed)
         self.layers = nn.ModuleList(
             Dense(n_in, n_out, s, bias=bias, gen=gen, device=device, dtype=dtype)

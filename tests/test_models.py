@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ntk_lib import MLP, activations
-from ntk_lib.models import layer_scales
+from ntk_lib.parametrizations import layer_scales
 
 F64 = torch.float64
 
@@ -52,7 +52,7 @@ def test_param_groups_and_layer_scales():
     groups = m.param_groups(0.1)
     assert len(groups) == 3 and all(g["lr"] == 0.1 for g in groups)
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
-    s = layer_scales("ntk", [4, 16], sigma_w=2.0, sigma_b=0.5)
+    s = layer_scales("ntk", [4, 16], [16, 1], sigma_w=2.0, sigma_b=0.5)
     assert s[1].weight_mult == pytest.approx(0.5) and s[1].weight_std == 1.0 and s[1].bias_mult == 0.5
 
 
@@ -73,7 +73,7 @@ def test_activation_derivatives_match_autograd(name):
         (dict(width=[4, 4, 4]), ValueError, "width"),
         (dict(depth=-1), ValueError, "depth"),
         (dict(activation="gelu"), ValueError, "activation"),
-        (dict(parametrization="mup"), ValueError, "parametrization"),
+        (dict(parametrization="muP"), ValueError, "parametrization"),
         (dict(sigma_w=-1.0), ValueError, "sigma_w"),
         (dict(sigma_w=0.0), ValueError, "sigma_w"),
         (dict(sigma_b=-0.5), ValueError, "sigma_b"),

@@ -1,0 +1,266 @@
+"""Coordinate checks: how big each layer's coordinates are, and how far they move, versus width.
+
+A parametrization is right for wide networks when, during the first steps of training,
+every layer's pre-activations ``h^l``, activations ``x^l = phi(h^l)``, their changes
+``h^l_t - h^l_0`` and the output ``f`` have coordinates of a size that does not depend on
+the width (Yang & Hu 2021; Yang et al. 2022, the ``mup`` package's "coord check"). A
+log-log slope ``s`` of a coordinate size against the width means ``Theta(n^s)``: under
+muP all slopes are about 0, in the NTK parametrization the changes fall like
+``n^{-1/2}`` (``r = 1/2``: no feature learning), and under the standard parametrization
+with a width-independent learning rate the output blows up.
+
+The typical size of a coordinate is its mean absolute value (the ``mup`` package's
+``l1`` statistic), averaged over seeds. :func:`max_stable_lr` finds, per width, the largest
+learning rate that does not diverge, and fits its exponent.
+
+Taught in lessons 07 and 08.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import _checks
+from .dynamics import DivergenceError, mse_loss, train_gd
+from .models import MLP
+from .parametrizations import ABC
+from .plotting import loglog_slope
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+"""Optimizers accepted by :func:`coord_check`."""
+
+KINDS: tuple[str, ...] = ("size", "change")
+"""What a :class:`CoordCheck` holds: coordinate sizes, or sizes of the change since step 0."""
+
+
+@dataclass(frozen=True)
+class CoordCheck:
+    """Coordinate sizes recorded by :func:`coord_check`.
+
+    ``size[i, t, k]`` is the mean ``|coordinate|`` of quantity ``names[k]`` at width
+    ``widths[i]`` before optimizer step ``t`` (so ``t = 0`` is the initialisation and
+    ``t = steps`` is after the last step), averaged over the seeds; ``change`` is the same
+    for the quantity minus its value at ``t = 0``. ``names`` are ``h1..hL`` (pre-activations),
+    ``x1..xL`` (activations) and ``f`` (the output). float64, CPU.
+    """
+
+    widths: tuple[int, ...]
+    names: tuple[str, ...]
+    size: torch.Tensor
+    change: torch.Tensor
+
+    @property
+    def steps(self) -> int:
+        """Return the number of optimizer steps taken (records are at ``t = 0..steps``)."""
+        return self.size.shape[1] - 1
+
+    def _values(self, kind: str) -> torch.Tensor:
+        return self.size if _checks.choice("kind", kind, KINDS) == "size" else self.change
+
+    def slopes(self, kind: str = "size") -> torch.Tensor:
+        """Return the log-log slope vs width, shape ``(steps + 1, len(names))``.
+
+        ``NaN`` where a quantity is zero at some width (the change at ``t = 0``).
+        """
+        v = self._values(kind)
+        out = torch.full(v.shape[1:], math.nan, dtype=torch.float64)
+        for t in range(v.shape[1]):
+            for k in range(v.shape[2]):
+                if (v[:, t, k] > 0).all():
+                    out[t, k] = loglog_slope(self.widths, v[:, t, k])[0]
+        return out
+
+    def ratio(self, kind: str, wide: int, narrow: int) -> torch.Tensor:
+        """Return ``values(wide) / values(narrow)``, shape ``(steps + 1, len(names))``."""
+        for name, w in (("wide", wide), ("narrow", narrow)):
+            if w not in self.widths:
+                raise ValueError(f"{name} must be one of the recorded widths {list(self.widths)}; got {w!r}")
+        v = self._values(kind)
+        return v[self.widths.index(wide)] / v[self.widths.index(narrow)]
+
+    def column(self, name: str) -> int:
+        """Return the index of quantity ``name`` in :attr:`names`."""
+        return self.names.index(_checks.choice("name", name, self.names))
+
+
+def _statistics(model: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Return ``[h^1..h^L, x^1..x^L, f]`` detached, and ``f`` with its graph (for the loss)."""
+    inputs, pre = model.forward_cache(x)
+    out = pre[-1].squeeze(-1) if model.d_out == 1 else pre[-1]
+    return [h.detach() for h in pre[:-1]] + [a.detach() for a in inputs[1:]] + [out.detach()], out
+
+
+def coord_check(
+    parametrization: str | ABC,
+    widths: Sequence[int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    steps: int = 3,
+    depth: int = 2,
+    activation: str = "relu",
+    optimizer: str = "sgd",
+    seeds: Sequence[int] = (0, 1, 2),
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss,
+    zero_readout: bool = False,
+    base_width: int = 1,
+    bias: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> CoordCheck:
+    """Return the coordinate sizes of an :class:`~ntk_lib.models.MLP` over widths and steps.
+
+    For each width and seed, builds ``MLP(d_in, width, depth, parametrization=...)`` and
+    takes ``steps`` full-batch steps on ``loss(f(x), y)`` (default the course's MSE
+    ``(1/2D) sum (f - y)^2``) with per-layer rates ``lr * n^{-c}`` from
+    :meth:`~ntk_lib.models.MLP.param_groups`, recording every layer before each step and
+    after the last. ``c`` is the SGD exponent of the abc-parametrization; with
+    ``optimizer="adam"`` the same per-layer rates are given to Adam (whose own abc
+    degeneracy is ``c <- c - theta``, Yang & Hu 2021, App. H), which shows what a
+    width-independent Adam rate does to each parametrization.
+
+    Args:
+        parametrization: a name (``"sp"``, ``"ntk"``, ``"mup"``, ...) or an
+            :class:`~ntk_lib.parametrizations.ABC`.
+        widths: at least two widths.
+        x, y: the batch, ``x`` of shape ``(N, d)``; ``y`` of shape ``(N,)``, or
+            ``(N, d_out)`` for a vector output.
+        zero_readout: start the readout weights (and bias) at zero, as muP practice does.
+        base_width: see :class:`~ntk_lib.models.MLP`.
+        bias: whether the layers have biases (the theory is about bias-free networks).
+
+    Raises:
+        DivergenceError: when a coordinate becomes non-finite (lower ``lr``).
+    """
+    widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
+    if len(widths) < 2 or len(set(widths)) != len(widths):
+        raise ValueError(f"widths must hold at least two distinct widths; got {list(widths)}")
+    lr = _checks.real("lr", lr, positive=True)
+    steps = _checks.nonnegative_int("steps", steps)
+    depth = _checks.positive_int("depth", depth)
+    _checks.choice("optimizer", optimizer, OPTIMIZERS)
+    seeds = [_checks.nonnegative_int(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed; got none")
+    x = _checks.matrix("x", x, dtype=dtype, device=device)
+    y = torch.as_tensor(y, dtype=x.dtype, device=x.device)
+    if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have shape ({x.shape[0]},) or ({x.shape[0]}, d_out); got {tuple(y.shape)}")
+    d_out = 1 if y.ndim == 1 else y.shape[1]
+    names = (*[f"h{l}" for l in range(1, depth + 1)], *[f"x{l}" for l in range(1, depth + 1)], "f")
+    size = torch.zeros(len(widths), steps + 1, len(names), dtype=torch.float64)
+    change = torch.zeros_like(size)
+    for i, width in enumerate(widths):
+        for seed in seeds:
+            model = MLP(
+                x.shape[1], width, depth, activation=activation, parametrization=parametrization,
+                base_width=base_width, bias=bias, d_out=d_out, seed=seed, device=x.device, dtype=x.dtype,
+            )
+            if zero_readout:
+                with torch.no_grad():
+                    for p in model.layers[-1].parameters():
+                        p.zero_()
+            groups = model.param_groups(lr)
+            opt = torch.optim.SGD(groups, lr=lr) if optimizer == "sgd" else torch.optim.Adam(groups, lr=lr)
+            for t in range(steps + 1):
+                stats, out = _statistics(model, x)
+                if t == 0:
+                    first = stats
+                for k, (s, s0) in enumerate(zip(stats, first)):
+                    size[i, t, k] += float(s.abs().mean()) / len(seeds)
+                    change[i, t, k] += float((s - s0).abs().mean()) / len(seeds)
+                if not torch.isfinite(size[i, t]).all():
+                    raise DivergenceError(t, math.inf)
+                if t < steps:
+                    opt.zero_grad(set_to_none=True)
+                    loss(out, y).backward()
+                    opt.step()
+    return CoordCheck(widths, names, size, change)
+
+
+@dataclass(frozen=True)
+class MaxLR:
+    """The largest stable learning rate per width (:func:`max_stable_lr`) and its fitted exponent.
+
+    ``lr[i]`` is the geometric mean over seeds of the bisected maximal rate at
+    ``widths[i]``; ``exponent`` and ``prefactor`` fit ``lr = prefactor * width^exponent``.
+    """
+
+    widths: tuple[int, ...]
+    lr: torch.Tensor
+    exponent: float
+    prefactor: float
+
+
+def _stable(model_factory: Callable[[], MLP], x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> bool:
+    """Whether ``steps`` of full-batch GD at ``lr`` keep the loss finite and end below where it began."""
+    history = train_gd(model_factory(), x, y, lr=lr, steps=steps, divergence_factor=1e4)
+    return not history.diverged and bool(history.loss[-1] < history.loss[0])
+
+
+def max_stable_lr(
+    parametrization: str | ABC,
+    widths: Sequence[int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    depth: int = 2,
+    activation: str = "relu",
+    steps: int = 20,
+    lr_range: tuple[float, float] = (1e-4, 1e4),
+    iters: int = 12,
+    seeds: Sequence[int] = (0,),
+    base_width: int = 1,
+    bias: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> MaxLR:
+    """Return the maximal stable learning rate ``eta`` at each width, and its exponent in the width.
+
+    A rate is *stable* when ``steps`` full-batch gradient steps on the MSE loss (per-layer
+    rates ``eta n^{-c}``) keep the loss finite and end below the initial loss. The
+    boundary is bisected in ``log eta`` inside ``lr_range`` (``iters`` halvings: the
+    resolution is ``(hi/lo)^{2^-iters}``). The exponent is about ``0`` for muP and about
+    ``-1`` for the standard parametrization with a width-independent rate, whose NTK grows
+    like ``n`` (so ``eta < 2 D / lambda_max`` falls like ``1/n``).
+
+    Raises:
+        ValueError: if the low end of ``lr_range`` is already unstable or the high end stable.
+    """
+    widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
+    if len(widths) < 2:
+        raise ValueError(f"widths must hold at least two widths; got {list(widths)}")
+    lo0, hi0 = (_checks.real(f"lr_range[{i}]", v, positive=True) for i, v in enumerate(lr_range))
+    if lo0 >= hi0:
+        raise ValueError(f"lr_range must be (low, high) with low < high; got {tuple(lr_range)}")
+    iters = _checks.positive_int("iters", iters)
+    steps = _checks.positive_int("steps", steps)
+    x = _checks.matrix("x", x, dtype=dtype, device=device)
+    y = _checks.vector("y", y, dtype=x.dtype, device=x.device)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have shape ({x.shape[0]},) to match x; got {tuple(y.shape)}")
+    rates = []
+    for width in widths:
+        logs = []
+        for seed in seeds:
+            def factory() -> MLP:
+                return MLP(x.shape[1], width, depth, activation=activation, parametrization=parametrization,
+                           base_width=base_width, bias=bias, seed=seed, device=x.device, dtype=x.dtype)
+            lo, hi = math.log(lo0), math.log(hi0)
+            if not _stable(factory, x, y, lo0, steps):
+                raise ValueError(f"lr_range low end {lo0:g} is already unstable at width {width}: lower it")
+            if _stable(factory, x, y, hi0, steps):
+                raise ValueError(f"lr_range high end {hi0:g} is still stable at width {width}: raise it")
+            for _ in range(iters):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if _stable(factory, x, y, math.exp(mid), steps) else (lo, mid)
+            logs.append(lo)
+        rates.append(math.exp(float(np.mean(logs))))
+    exponent, prefactor = loglog_slope(widths, rates)
+    return MaxLR(widths, torch.tensor(rates, dtype=torch.float64), exponent, prefactor)
