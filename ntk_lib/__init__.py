@@ -1,8 +1,8 @@
 """ntk_lib: the science of the Wide Networks course book.
 
 One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
-:mod:`~ntk_lib.activations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
-:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.linearize`,
+:mod:`~ntk_lib.activations`, :mod:`~ntk_lib.parametrizations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
+:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.linearize`,
 :mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.spectral`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
 :mod:`~ntk_lib.grading`.
 """
@@ -10,6 +10,7 @@ One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.d
 from . import (
     activations,
     catapult,
+    coordcheck,
     data,
     device,
     dynamics,
@@ -17,6 +18,7 @@ from . import (
     kernels,
     linearize,
     models,
+    parametrizations,
     plotting,
     spectral,
     tensor_programs,
@@ -29,6 +31,7 @@ __all__ = [
     "MLP",
     "activations",
     "catapult",
+    "coordcheck",
     "data",
     "default_device",
     "device",
@@ -40,6 +43,7 @@ __all__ = [
     "linearize",
     "models",
     "nngp_ntk",
+    "parametrizations",
     "plotting",
     "seed_everything",
     "spectral",
