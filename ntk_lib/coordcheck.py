@@ -88,6 +88,24 @@ class CoordCheck:
         return self.names.index(_checks.choice("name", name, self.names))
 
 
+def _seeds(seeds: Sequence[int]) -> list[int]:
+    seeds = [_checks.nonnegative_int(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed; got none")
+    return seeds
+
+
+def _batch(x, y, dtype, device, *, vector_y: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the checked batch: ``x`` of shape ``(N, d)``, ``y`` of shape ``(N,)`` (or ``(N, d_out)``)."""
+    x = _checks.matrix("x", x, dtype=dtype, device=device)
+    as_vector = vector_y or getattr(y, "ndim", None) == 1 or np.ndim(y) == 1
+    y = (_checks.vector if as_vector else _checks.matrix)("y", y, dtype=x.dtype, device=x.device)
+    if y.shape[0] != x.shape[0]:
+        shapes = f"({x.shape[0]},)" if vector_y else f"({x.shape[0]},) or ({x.shape[0]}, d_out)"
+        raise ValueError(f"y must have shape {shapes} to match x; got {tuple(y.shape)}")
+    return x, y
+
+
 def _statistics(model: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Return ``[h^1..h^L, x^1..x^L, f]`` detached, and ``f`` with its graph (for the loss)."""
     inputs, pre = model.forward_cache(x)
@@ -145,13 +163,8 @@ def coord_check(
     steps = _checks.nonnegative_int("steps", steps)
     depth = _checks.positive_int("depth", depth)
     _checks.choice("optimizer", optimizer, OPTIMIZERS)
-    seeds = [_checks.nonnegative_int(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
-    if not seeds:
-        raise ValueError("seeds must hold at least one seed; got none")
-    x = _checks.matrix("x", x, dtype=dtype, device=device)
-    y = torch.as_tensor(y, dtype=x.dtype, device=x.device)
-    if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape ({x.shape[0]},) or ({x.shape[0]}, d_out); got {tuple(y.shape)}")
+    seeds = _seeds(seeds)
+    x, y = _batch(x, y, dtype, device, vector_y=False)
     d_out = 1 if y.ndim == 1 else y.shape[1]
     names = (*[f"h{l}" for l in range(1, depth + 1)], *[f"x{l}" for l in range(1, depth + 1)], "f")
     size = torch.zeros(len(widths), steps + 1, len(names), dtype=torch.float64)
@@ -241,10 +254,8 @@ def max_stable_lr(
         raise ValueError(f"lr_range must be (low, high) with low < high; got {tuple(lr_range)}")
     iters = _checks.positive_int("iters", iters)
     steps = _checks.positive_int("steps", steps)
-    x = _checks.matrix("x", x, dtype=dtype, device=device)
-    y = _checks.vector("y", y, dtype=x.dtype, device=x.device)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape ({x.shape[0]},) to match x; got {tuple(y.shape)}")
+    seeds = _seeds(seeds)
+    x, y = _batch(x, y, dtype, device, vector_y=True)
     rates = []
     for width in widths:
         logs = []
