@@ -98,7 +98,7 @@ def _seeds(seeds: Sequence[int]) -> list[int]:
 def _batch(x, y, dtype, device, *, vector_y: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the checked batch: ``x`` of shape ``(N, d)``, ``y`` of shape ``(N,)`` (or ``(N, d_out)``)."""
     x = _checks.matrix("x", x, dtype=dtype, device=device)
-    as_vector = vector_y or getattr(y, "ndim", None) == 1 or np.ndim(y) == 1
+    as_vector = vector_y or (y.ndim if hasattr(y, "ndim") else np.ndim(y)) == 1
     y = (_checks.vector if as_vector else _checks.matrix)("y", y, dtype=x.dtype, device=x.device)
     if y.shape[0] != x.shape[0]:
         shapes = f"({x.shape[0]},)" if vector_y else f"({x.shape[0]},) or ({x.shape[0]}, d_out)"
