@@ -102,9 +102,11 @@ class Classification:
 
 
 def _exponents(name: str, values: Sequence[float]) -> tuple[float, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+    """Return ``values`` (a list, tuple, array or tensor of numbers) as a tuple of finite floats."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
         raise TypeError(f"{name} must be a sequence of L+1 real exponents; got {values!r}")
-    return tuple(_checks.real(f"{name}[{i}]", v) for i, v in enumerate(values))
+    items = values.tolist() if hasattr(values, "tolist") else list(values)
+    return tuple(_checks.real(f"{name}[{i}]", v) for i, v in enumerate(items))
 
 
 def preset(name: str, depth: int) -> ABC:

@@ -183,5 +183,12 @@ def test_bad_input_is_rejected_clearly(call, error, match):
         call()
 
 
+def test_exponents_from_arrays_and_lists():
+    import numpy as np
+
+    a = ABC(np.array([-0.5, 0.0, 0.5]), torch.tensor([0.5, 0.5, 0.5]), 0)
+    assert a == preset("mup", 2) and classify(ABC([0, 1], [0, 0], -1)).regime == "feature learning"
+
+
 def test_presets_cover_the_documented_names():
     assert set(PRESETS) == {"ntk", "sp", "sp_lr", "mf", "mup"}
