@@ -8,6 +8,13 @@
 ``||W|| -> sigma (sqrt(M) + sqrt(m))`` as ``M, m -> inf`` together; the relative
 fluctuation about the edge is Tracy–Widom, of order ``min(M, m)^{-2/3}``.
 
+**Marchenko–Pastur law.** The bulk of the singular values of the same matrix has the
+density :func:`mp_singular_density`, supported on ``sigma |sqrt(M) - sqrt(m)|`` up to the edge.
+
+**Tightness of ``||A v|| <= ||A|| ||v||``.** :func:`alignment` measures the ratio
+``||A v|| / (||A|| ||v||)``: 1 for a rank-one ``A`` whose row space contains ``v`` (the
+gradient updates below), about ``1/sqrt(m)`` for a random row or random rank-one ``A``.
+
 **Spectral condition** (Yang, Simon & Bernstein 2023): feature learning in every layer
 needs ``||W_l|| = Theta(sqrt(fan_out / fan_in))`` and ``||Delta W_l|| = Theta(sqrt(fan_out /
 fan_in))``. :func:`spectral_report` measures both ratios on an :class:`~ntk_lib.models.MLP`.
@@ -18,6 +25,8 @@ fan_in))``. :func:`spectral_report` measures both ratios on an :class:`~ntk_lib.
 sigma_i^2)``, ``h_0 = x``, ``h_i = W_i h_{i-1}``, one gradient step on one point with loss
 ``L = (1/2) ||f - y||^2`` and layer-wise learning rates ``Delta W_i = -eta_i grad_{W_i} L``.
 Backpropagation gives ``grad_{W_i} L = (grad_{h_i} L) h_{i-1}^T``: every update is rank one.
+:func:`deep_linear_update` returns the tensors of one step, :func:`deep_linear_step` their
+norms; :data:`PRESET_EXPONENTS` holds the predicted width exponents of every preset.
 (The lecture's text has two slips: its bound on ``||h_3||`` should read ``||W_3|| ||h_2||``
 and its last gradient line is ``grad_{W_1} L = (grad_{h_3} L) W_3^T W_2^T x^T``.)
 
@@ -78,6 +87,16 @@ LECTURE_EXPONENTS: dict[str, tuple[float, float, float]] = {
 """Predicted exponents of the hidden width ``D`` (fixed ``P``) of ``||Delta h_i||`` and
 ``||Delta W_i||``, ``i = 1, 2, 3``, under the ``"lecture"`` preset (module docstring)."""
 
+PRESET_EXPONENTS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "lecture": {"h": (0.5, 0.5, -0.5), **LECTURE_EXPONENTS},
+    "ntk": {"h": (0.5, 0.5, 0.0), "dh": (0.0, 0.0, 0.0), "dW": (0.0, -0.5, -0.5)},
+    "sp": {"h": (0.5, 0.5, 0.0), "dh": (-1.0, 0.0, 0.0), "dW": (-1.0, -0.5, -0.5)},
+}
+"""Predicted exponents of ``D`` (fixed ``P``) of ``||h_i||`` (``"h"``, before the step),
+``||Delta h_i||`` (``"dh"``) and ``||Delta W_i||`` (``"dW"``), ``i = 1, 2, 3``, for every
+preset of :func:`deep_linear_preset`; derived in the module docstring and in lesson 06.
+The feature-learning targets are ``"dh" = (1/2, 1/2, 0)``, met by ``"lecture"`` only."""
+
 
 def _as_matrix_batch(name: str, W: Any) -> torch.Tensor:
     if not isinstance(W, torch.Tensor):
@@ -113,6 +132,61 @@ def mp_edge(M: int, m: int, sigma: float = 1.0) -> float:
     m = _checks.positive_int("m", m)
     sigma = _checks.real("sigma", sigma, nonnegative=True)
     return sigma * (math.sqrt(M) + math.sqrt(m))
+
+
+def mp_singular_density(s: Any, M: int, m: int, sigma: float = 1.0) -> torch.Tensor:
+    """Return the Marchenko–Pastur density at ``s`` of the singular values of M x m Gaussians.
+
+    With ``N = max(M, m)``, ``n = min(M, m)``, ``lambda = n / N`` and ``u = s^2 / (sigma^2 N)``,
+    the ``n`` squared singular values, rescaled to ``u``, follow (as ``M, m -> inf`` together)
+    ``p(u) = sqrt((u_+ - u) (u - u_-)) / (2 pi lambda u)`` on ``[u_-, u_+]``,
+    ``u_pm = (1 pm sqrt(lambda))^2``,
+    so the singular values have density ``p(u) * 2 s / (sigma^2 N)`` on
+    ``[sigma (sqrt(N) - sqrt(n)), sigma (sqrt(N) + sqrt(n))]`` and 0 outside (Marchenko &
+    Pastur 1967). Float64, same shape as ``s``. Lesson 06.
+    """
+    M = _checks.positive_int("M", M)
+    m = _checks.positive_int("m", m)
+    sigma = _checks.real("sigma", sigma, positive=True)
+    if not isinstance(s, torch.Tensor):
+        try:
+            s = torch.as_tensor(np.asarray(s, dtype=np.float64))
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"s must be a number or an array of numbers; got {type(s).__name__}"
+            ) from err
+    s = s.to(torch.float64)
+    if not torch.isfinite(s).all():
+        raise ValueError("s contains NaN or infinite entries")
+    N, n = max(M, m), min(M, m)
+    lam = n / N
+    lo, hi = (1 - math.sqrt(lam)) ** 2, (1 + math.sqrt(lam)) ** 2
+    u = s**2 / (sigma**2 * N)
+    inside = (u > lo) & (u < hi) & (s > 0)
+    u_in = torch.where(inside, u, torch.ones_like(u))  # placeholder keeps sqrt and 1/u finite
+    p = torch.sqrt(((hi - u_in) * (u_in - lo)).clamp_min(0)) / (2 * math.pi * lam * u_in)
+    return torch.where(inside, p * 2 * s / (sigma**2 * N), torch.zeros_like(u))
+
+
+def alignment(A: Any, v: Any, *, method: str = "exact") -> float:
+    """Return ``||A v|| / (||A|| ||v||)`` in ``[0, 1]``: how tight ``||A v|| <= ||A|| ||v||`` is.
+
+    It is 1 when ``v`` lies along the top right singular vector of ``A`` (e.g. a rank-one
+    ``A = u v^T``), about ``sqrt(M) / (sqrt(M) + sqrt(m))`` for an M x m Gaussian ``A`` and an
+    independent ``v``, and about ``1 / sqrt(m)`` for a random row ``A`` (``M = 1``) or a random
+    rank-one ``A`` (Yang, Simon & Bernstein 2023, §3). 0 for ``A = 0`` or ``v = 0``.
+    ``method`` is passed to :func:`spectral_norm` (``"exact"``: an SVD). Lesson 06.
+    """
+    A = _as_matrix_batch("A", A)
+    if A.ndim != 2:
+        raise ValueError(f"A must be one matrix, shape (M, m); got shape {tuple(A.shape)}")
+    v = _checks.vector("v", v, dtype=A.dtype, device=A.device)
+    if v.shape[0] != A.shape[1]:
+        raise ValueError(
+            f"v must have A.shape[1] = {A.shape[1]} entries; got shape {tuple(v.shape)}"
+        )
+    denom = float(spectral_norm(A, method=method)) * float(torch.linalg.vector_norm(v))
+    return 0.0 if denom == 0 else float(torch.linalg.vector_norm(A @ v)) / denom
 
 
 def spectral_norm(
@@ -361,6 +435,86 @@ def _floats(name: str, value: Any, n: int, *, positive: bool) -> tuple[float, ..
     )
 
 
+@dataclass(frozen=True)
+class DeepLinearUpdate:
+    """The tensors of one GD step of ``f = W_L ... W_1 x`` on one point (float64 by default).
+
+    Attributes:
+        Ws: ``(W_1, ..., W_L)`` before the step.
+        dWs: ``(Delta W_1, ..., Delta W_L)``, each ``-eta_i (grad_{h_i} L) h_{i-1}^T``.
+        hs: ``(h_0 = x, h_1, ..., h_L)`` before the step.
+        dhs: ``(Delta h_1, ..., Delta h_L)`` on the same ``x``.
+        grads_h: ``(grad_{h_1} L, ..., grad_{h_L} L)`` (backpropagated errors).
+        loss: ``(1/2) ||f - y||^2`` before the step.
+    """
+
+    Ws: tuple[torch.Tensor, ...]
+    dWs: tuple[torch.Tensor, ...]
+    hs: tuple[torch.Tensor, ...]
+    dhs: tuple[torch.Tensor, ...]
+    grads_h: tuple[torch.Tensor, ...]
+    loss: float
+
+
+def deep_linear_update(
+    x: Any,
+    y: Any,
+    *,
+    widths: Sequence[int],
+    sigmas: Sequence[float],
+    lrs: Sequence[float],
+    seed: int | torch.Generator | None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> DeepLinearUpdate:
+    """Return the weights, features and their changes in one GD step of ``f(x) = W_L ... W_1 x``.
+
+    The same network, draws and step as :func:`deep_linear_step` (arguments likewise), but
+    the tensors themselves rather than their norms: backpropagation gives ``grad_{W_i} L =
+    (grad_{h_i} L) h_{i-1}^T`` with ``grad_{h_L} L = f - y`` and ``grad_{h_{i-1}} L = W_i^T
+    grad_{h_i} L`` (Pleiss Lecture 11 §2.4), so every ``Delta W_i`` is rank one. Lesson 06.
+    """
+    device, dtype = resolve(device, dtype, theory=True)
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(
+            f"widths must be a sequence of layer sizes (n_0, ..., n_L); got {type(widths).__name__}"
+        )
+    if len(widths) < 2:
+        raise ValueError(f"widths must list at least two sizes (n_0, n_1); got {tuple(widths)}")
+    widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
+    L = len(widths) - 1
+    sigmas = _floats("sigmas", sigmas, L, positive=False)
+    lrs = _floats("lrs", lrs, L, positive=False)
+    if isinstance(y, (int, float, np.integer, np.floating)) and not isinstance(y, bool):
+        y = [float(y)]
+    x = _point("x", x, widths[0], "widths[0]", dtype, device)
+    y = _point("y", y, widths[-1], "widths[-1]", dtype, device)
+
+    gen = generator(seed)
+    Ws = [
+        (torch.randn(n_out, n_in, generator=gen, dtype=torch.float64) * s).to(
+            device=device, dtype=dtype
+        )
+        for n_in, n_out, s in zip(widths[:-1], widths[1:], sigmas, strict=True)
+    ]
+    params = [W.clone().requires_grad_() for W in Ws]
+    hs = [x]
+    for W in params:
+        hs.append(W @ hs[-1])
+    loss = 0.5 * ((hs[-1] - y) ** 2).sum()
+    grads = torch.autograd.grad(loss, params + hs[1:])
+    dWs = [-eta * g for eta, g in zip(lrs, grads[:L], strict=True)]
+    with torch.no_grad():
+        h_new = [x]
+        for W, dW in zip(Ws, dWs, strict=True):
+            h_new.append((W + dW) @ h_new[-1])
+    hs = [h.detach() for h in hs]
+    dhs = [a - b for a, b in zip(h_new[1:], hs[1:], strict=True)]
+    return DeepLinearUpdate(
+        tuple(Ws), tuple(dWs), tuple(hs), tuple(dhs), tuple(grads[L:]), float(loss.detach())
+    )
+
+
 def deep_linear_step(
     x: Any,
     y: Any,
@@ -391,45 +545,12 @@ def deep_linear_step(
             iteration, exact in one step for a rank-one matrix).
         device, dtype: defaults ``default_device()`` and float64.
     """
-    device, dtype = resolve(device, dtype, theory=True)
-    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
-        raise TypeError(
-            f"widths must be a sequence of layer sizes (n_0, ..., n_L); got {type(widths).__name__}"
-        )
-    if len(widths) < 2:
-        raise ValueError(f"widths must list at least two sizes (n_0, n_1); got {tuple(widths)}")
-    widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
-    L = len(widths) - 1
-    sigmas = _floats("sigmas", sigmas, L, positive=False)
-    lrs = _floats("lrs", lrs, L, positive=False)
-    if isinstance(y, (int, float, np.integer, np.floating)) and not isinstance(y, bool):
-        y = [float(y)]
-    x = _point("x", x, widths[0], "widths[0]", dtype, device)
-    y = _point("y", y, widths[-1], "widths[-1]", dtype, device)
-
-    gen = generator(seed)
-    Ws = [
-        (torch.randn(n_out, n_in, generator=gen, dtype=torch.float64) * s).to(
-            device=device, dtype=dtype
-        )
-        for n_in, n_out, s in zip(widths[:-1], widths[1:], sigmas, strict=True)
-    ]
-    params = [W.clone().requires_grad_() for W in Ws]
-    hs = [x]
-    for W in params:
-        hs.append(W @ hs[-1])
-    loss = 0.5 * ((hs[-1] - y) ** 2).sum()
-    grads = torch.autograd.grad(loss, params)
-    dWs = [-eta * g for eta, g in zip(lrs, grads, strict=True)]
-    with torch.no_grad():
-        h_new = [x]
-        for W, dW in zip(Ws, dWs, strict=True):
-            h_new.append((W + dW) @ h_new[-1])
-    hs = [h.detach() for h in hs]
-    h_norms = tuple(float(torch.linalg.vector_norm(h)) for h in hs[1:])
-    dh_norms = tuple(
-        float(torch.linalg.vector_norm(a - b)) for a, b in zip(h_new[1:], hs[1:], strict=True)
+    u = deep_linear_update(
+        x, y, widths=widths, sigmas=sigmas, lrs=lrs, seed=seed, device=device, dtype=dtype
     )
+    Ws, dWs, dtype = u.Ws, u.dWs, u.Ws[0].dtype
+    h_norms = tuple(float(torch.linalg.vector_norm(h)) for h in u.hs[1:])
+    dh_norms = tuple(float(torch.linalg.vector_norm(d)) for d in u.dhs)
     dW_norms = tuple(float(spectral_norm(dW, method="power", iters=50)) for dW in dWs)
     W_norms = ranks = ratios = None
     if spectra:
@@ -440,7 +561,7 @@ def deep_linear_step(
             for s, dW in zip(svs, dWs, strict=True)
         )
         ratios = tuple(float(s[1] / s[0]) if s.numel() > 1 and s[0] > 0 else 0.0 for s in svs)
-    return DeepLinearStep(h_norms, dh_norms, W_norms, dW_norms, ranks, ratios, float(loss.detach()))
+    return DeepLinearStep(h_norms, dh_norms, W_norms, dW_norms, ranks, ratios, u.loss)
 
 
 def _point(name: str, v: Any, n: int, what: str, dtype, device) -> torch.Tensor:

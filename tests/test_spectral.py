@@ -3,6 +3,7 @@ one-step measurements on the deep linear network of Pleiss Lecture 11 §2."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -140,14 +141,22 @@ def test_lecture_preset_values():
 WIDTHS = [2**k for k in range(7, 12)]
 
 
-def _exponents(name, P=16, seeds=range(3)):
-    dh = np.zeros((len(WIDTHS), 3))
-    dW = np.zeros((len(WIDTHS), 3))
+@functools.cache
+def _sweep(name, P=16, seeds=range(3)):
+    """Sums over seeds of (||h_i||, ||Delta h_i||, ||Delta W_i||) at each width of WIDTHS
+    (cached: call it with the name only, so that every test shares one sweep per preset)."""
+    h, dh, dW = (np.zeros((len(WIDTHS), 3)) for _ in range(3))
     for j, D in enumerate(WIDTHS):
         for s in seeds:
             r = _step(name, D, P, s)
+            h[j] += r.h_norms
             dh[j] += r.dh_norms
             dW[j] += r.dW_norms
+    return h, dh, dW
+
+
+def _exponents(name):
+    _, dh, dW = _sweep(name)
     return (
         [loglog_slope(WIDTHS, dh[:, i])[0] for i in range(3)],
         [loglog_slope(WIDTHS, dW[:, i])[0] for i in range(3)],
@@ -220,3 +229,143 @@ def test_gpu_parity():
         x, 1.0, widths=pr.widths, sigmas=pr.sigmas, lrs=pr.lrs, seed=0, device="cuda"
     )
     np.testing.assert_allclose(a.dh_norms, b.dh_norms, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# Added for lesson 06: the Marchenko–Pastur density, alignment, the update tensors and the
+# predicted exponents of every preset.
+
+
+def test_mp_singular_density_normalised_and_matches_samples():
+    """The density integrates to 1, its second moment is sigma^2 max(M, m) (= ||W||_F^2 / min),
+    it vanishes outside [sigma |sqrt(M) - sqrt(m)|, mp_edge], and the empirical distribution
+    of the singular values of one 1000 x 400 sample is within 0.03 of its CDF (Kolmogorov
+    distance; finite-size corrections are O(1/min(M, m)) in the bulk, a wrong aspect ratio or
+    scale gives > 0.1)."""
+    sigma = 0.3
+    for M, m in ((1000, 400), (400, 1000), (300, 300)):
+        N, n = max(M, m), min(M, m)
+        edge = sp.mp_edge(M, m, sigma)
+        s = torch.linspace(0, 1.01 * edge, 400_001, dtype=F64)
+        q = sp.mp_singular_density(s, M, m, sigma)
+        assert q.shape == s.shape and q.dtype == F64 and bool((q >= 0).all())
+        assert float(torch.trapezoid(q, s)) == pytest.approx(1.0, abs=1e-4)
+        assert float(torch.trapezoid(q * s**2, s)) == pytest.approx(sigma**2 * N, rel=1e-4)
+        lo = sigma * (math.sqrt(N) - math.sqrt(n))
+        assert float(q[(s < 0.999 * lo) | (s > edge)].abs().max()) == 0.0
+    M, m = 1000, 400
+    s = torch.linspace(0, 1.01 * sp.mp_edge(M, m, sigma), 100_001, dtype=F64)
+    cdf = torch.cumulative_trapezoid(sp.mp_singular_density(s, M, m, sigma), s)
+    W = sigma * torch.randn(M, m, generator=torch.Generator().manual_seed(0), dtype=F64)
+    sv = torch.linalg.svdvals(W).sort().values
+    emp = torch.searchsorted(sv, s[1:]).to(F64) / m
+    assert float((cdf - emp).abs().max()) < 0.03
+    wrong = torch.cumulative_trapezoid(sp.mp_singular_density(s, M, m, 1.2 * sigma), s)
+    assert float((wrong - emp).abs().max()) > 0.1
+    # square: t = s / (sigma sqrt(N)) follows the quarter-circle law sqrt(4 - t^2) / pi on [0, 2]
+    assert float(sp.mp_singular_density(2.0, 4, 4)) == pytest.approx(
+        math.sqrt(3) / math.pi / 2, rel=1e-12
+    )
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        sp.mp_singular_density(1.0, 4, 4, 0.0)
+    with pytest.raises(ValueError, match="s contains NaN"):
+        sp.mp_singular_density([1.0, float("nan")], 4, 4)
+
+
+def test_alignment():
+    """1 for a rank-one matrix and its own right vector; sqrt(M)/(sqrt(M)+sqrt(m)) for a
+    Gaussian matrix and an independent vector (within 5% at 600 x 200); ~ 1/sqrt(m) for a
+    random row (mean over 50 draws of |w.v|/(|w||v|) -> sqrt(2/(pi m)) within 20%)."""
+    g = torch.Generator().manual_seed(4)
+    u, v = torch.randn(40, generator=g, dtype=F64), torch.randn(30, generator=g, dtype=F64)
+    assert sp.alignment(torch.outer(u, v), v) == pytest.approx(1.0, rel=1e-12)
+    M, m = 600, 200
+    A = torch.randn(M, m, generator=g, dtype=F64)
+    w = torch.randn(m, generator=g, dtype=F64)
+    pred = math.sqrt(M) / (math.sqrt(M) + math.sqrt(m))
+    assert sp.alignment(A, w) == pytest.approx(pred, rel=0.05)
+    m = 400
+    rows = [
+        sp.alignment(
+            torch.randn(1, m, generator=g, dtype=F64),
+            torch.randn(m, generator=g, dtype=F64),
+        )
+        for _ in range(50)
+    ]
+    assert np.mean(rows) == pytest.approx(math.sqrt(2 / (math.pi * m)), rel=0.2)
+    assert sp.alignment(torch.zeros(3, 2), [1.0, 1.0]) == 0.0
+    with pytest.raises(ValueError, match=r"v must have A.shape\[1\] = 2"):
+        sp.alignment(torch.ones(3, 2), [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="A must be one matrix"):
+        sp.alignment(torch.ones(2, 3, 2), [1.0, 1.0])
+
+
+def test_deep_linear_update_tensors():
+    """The tensors reproduce deep_linear_step's norms; each Delta W_i is the outer product
+    -eta_i (grad_{h_i} L) h_{i-1}^T with the backpropagated errors written out by hand, and
+    it is perfectly aligned with h_{i-1}."""
+    P, D = 12, 40
+    pr = sp.deep_linear_preset("lecture", D, P)
+    x = torch.randn(P, generator=torch.Generator().manual_seed(7), dtype=F64)
+    kw = dict(widths=pr.widths, sigmas=pr.sigmas, lrs=pr.lrs, seed=3, device="cpu")
+    u = sp.deep_linear_update(x, 0.5, **kw)
+    r = sp.deep_linear_step(x, 0.5, **kw)
+    W1, W2, W3 = u.Ws
+    assert torch.equal(u.hs[0], x)
+    torch.testing.assert_close(u.hs[3], W3 @ W2 @ W1 @ x, rtol=1e-12, atol=0)
+    g3 = u.hs[3] - 0.5
+    g2 = W3.T @ g3
+    g1 = W2.T @ g2
+    for got, want in zip(u.grads_h, (g1, g2, g3), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    for i in range(3):
+        torch.testing.assert_close(
+            u.dWs[i], -pr.lrs[i] * torch.outer(u.grads_h[i], u.hs[i]), rtol=1e-12, atol=1e-14
+        )
+        assert sp.alignment(u.dWs[i], u.hs[i]) == pytest.approx(1.0, rel=1e-10)
+    assert [float(d.norm()) for d in u.dhs] == pytest.approx(r.dh_norms, rel=1e-12)
+    assert [float(h.norm()) for h in u.hs[1:]] == pytest.approx(r.h_norms, rel=1e-12)
+    assert u.loss == pytest.approx(r.loss, rel=1e-12)
+    new = [(W + dW) for W, dW in zip(u.Ws, u.dWs, strict=True)]
+    after = new[2] @ new[1] @ new[0] @ x
+    torch.testing.assert_close(u.hs[3] + u.dhs[2], after, rtol=1e-12, atol=1e-14)
+
+
+def test_preset_exponents_all_presets():
+    """Fitted exponents of D (128..2048, P = 16, mean over 3 seeds) of ||Delta h_i||,
+    ||Delta W_i|| and ||h_1||, ||h_2|| within 0.1 of PRESET_EXPONENTS for every preset.
+    |h_3| is one Gaussian number per draw, too noisy for 3 seeds: its exponent is checked
+    through the closed-form second moment E h_3^2 = sigma_3^2 D sigma_2^2 D sigma_1^2 ||x||^2
+    (Monte Carlo over 16 seeds at D = 64 and 512, within 4 standard errors), its exact
+    exponent, and the exact relation h_3(lecture) = h_3(ntk) / sqrt(D) for
+    the same draws."""
+    assert sp.PRESET_EXPONENTS["lecture"]["dh"] == sp.LECTURE_EXPONENTS["dh"]
+    assert sp.PRESET_EXPONENTS["lecture"]["dW"] == sp.LECTURE_EXPONENTS["dW"]
+    P = 16
+    for name in sp.PRESETS:
+        h = _sweep(name)[0]
+        fit = [loglog_slope(WIDTHS, h[:, i])[0] for i in range(2)]
+        assert np.abs(np.array(fit) - sp.PRESET_EXPONENTS[name]["h"][:2]).max() < 0.1, (name, fit)
+        dh, dW = _exponents(name)
+        pred = sp.PRESET_EXPONENTS[name]["dh"] + sp.PRESET_EXPONENTS[name]["dW"]
+        assert np.abs(np.array(dh + dW) - pred).max() < 0.1, (name, dh, dW)
+    for name in sp.PRESETS:
+        for D in (64, 512):
+            s1, s2, s3 = sp.deep_linear_preset(name, D, P).sigmas
+            vals = []
+            for s in range(16):
+                x = torch.randn(P, generator=torch.Generator().manual_seed(1000 + s), dtype=F64)
+                second_moment = s3**2 * D * s2**2 * D * s1**2 * float(x @ x)
+                vals.append(_step(name, D, P, s).h_norms[2] ** 2 / second_moment)
+            standard_error = np.std(vals) / math.sqrt(len(vals))
+            assert abs(np.mean(vals) - 1) < 4 * standard_error, (name, D, np.mean(vals))
+
+        def rms(D, name=name):  # sqrt(E h_3^2) / ||x|| in closed form
+            s1, s2, s3 = sp.deep_linear_preset(name, D, P).sigmas
+            return s3 * D * s2 * s1
+
+        fit = math.log(rms(2**20) / rms(2**10)) / math.log(2**10)
+        assert fit == pytest.approx(sp.PRESET_EXPONENTS[name]["h"][2], abs=1e-12), (name, fit)
+    for s in range(2):
+        a, b = _step("lecture", 256, P, s), _step("ntk", 256, P, s)
+        assert a.h_norms[2] == pytest.approx(b.h_norms[2] / 16, rel=1e-12)
