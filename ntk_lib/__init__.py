@@ -2,7 +2,7 @@
 
 One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
 :mod:`~ntk_lib.activations`, :mod:`~ntk_lib.parametrizations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
-:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.linearize`,
+:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.lazy`, :mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.linearize`,
 :mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.spectral`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
 :mod:`~ntk_lib.grading`.
 """
@@ -16,6 +16,7 @@ from . import (
     dynamics,
     grading,
     kernels,
+    lazy,
     linearize,
     models,
     parametrizations,
@@ -40,6 +41,7 @@ __all__ = [
     "empirical_nngp",
     "empirical_ntk",
     "kernels",
+    "lazy",
     "linearize",
     "models",
     "nngp_ntk",

@@ -1,0 +1,357 @@
+"""Lazy versus rich training: one hidden layer with the output scaled by ``D^{-q}``.
+
+The family of lesson 05 is the one-hidden-layer network of width ``D``
+
+.. math::
+
+   f(x) = D^{-q} \\sum_{i=1}^{D} v_i\\, \\phi(u_i \\cdot x + b_i), \\qquad
+   u_i \\sim \\mathcal{N}(0, \\sigma_w^2 I_d / d),\\ v_i \\sim \\mathcal{N}(0, \\sigma_w^2),
+
+trained by gradient descent with the learning rate ``eta D^{2q-1}``. In abc terms it is
+``ABC((0, q), (0, 0), 1 - 2q)`` (:func:`output_scaling`), for which Yang & Hu (2021)
+give ``r = 1 - q`` when ``1/2 <= q <= 1``: the hidden features move by ``D^{-r}``, so
+``q = 1/2`` (the NTK parametrization) trains *lazily* and ``q = 1`` (mean field) learns
+features. ``f = alpha (f_{1/2})`` with ``alpha = D^{1/2 - q}`` and the learning rate
+``eta / alpha^2`` is the lazy-training scaling of Chizat, Oyallon & Bach (2019) with an
+``alpha`` that depends on the width.
+
+:func:`kappa_ratio` measures the ratio ``||nabla^2 f|| / ||nabla f||^2`` that decides
+whether training is lazy (``Theta(D^{q-1})`` here); :func:`train_scaled` trains one member
+and measures how far its hidden features and its NTK moved; :func:`sweep` does it over
+exponents, widths and seeds; :func:`linear_probe` scores features by ridge regression on
+another task (transfer).
+
+Taught in lesson 05.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from . import _checks
+from .dynamics import TrainHistory, train_gd
+from .models import MLP
+from .parametrizations import ABC
+from .plotting import loglog_slope
+
+KINDS: tuple[str, ...] = ("feature", "ntk")
+"""What :meth:`Sweep.slopes` can fit: the relative change of the features or of the NTK."""
+
+
+def output_scaling(q: float) -> ABC:
+    """Return ``ABC((0, q), (0, 0), 1 - 2q)``: the network ``D^{-q} sum_i v_i phi(u_i . x)``.
+
+    The readout multiplier is ``D^{-q}`` (``a_2 = q``), all weights are initialised with
+    width-independent variances (``b = 0``) and the learning rate is ``eta D^{2q-1}``
+    (``c = 1 - 2q``), which keeps ``2 a_2 + c = 1``: the tangent kernel times the learning
+    rate is ``Theta(1)`` for every ``q`` (Yang & Hu 2021). ``q = 1`` is the preset ``"mf"``;
+    ``q = 1/2`` is the NTK parametrization. Lesson 05.
+    """
+    q = _checks.real("q", q)
+    return ABC((0.0, q), (0.0, 0.0), 1.0 - 2.0 * q)
+
+
+def hidden_features(model: MLP, x: torch.Tensor) -> torch.Tensor:
+    """Return the last hidden layer's activations ``phi(h^L(x))``, shape ``(N, width)``."""
+    if not isinstance(model, MLP) or model.depth < 1:
+        raise TypeError(
+            f"model must be an ntk_lib.models.MLP with at least one hidden layer; got {model!r:.80}"
+        )
+    with torch.no_grad():
+        return model.forward_cache(x)[0][-1].detach().clone()
+
+
+def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Return ``||after - before||_F / ||before||_F`` (e.g. of the features on the training inputs).
+
+    Lesson 05 measures lazy training with it: ``Theta(D^{-1/2})`` for ``q = 1/2``,
+    ``Theta(1)`` for ``q = 1`` (Chizat et al. 2019; Yang & Hu 2021).
+    """
+    if not isinstance(before, torch.Tensor) or not isinstance(after, torch.Tensor):
+        raise TypeError(
+            "before and after must be torch tensors; "
+            f"got {type(before).__name__}, {type(after).__name__}"
+        )
+    if before.shape != after.shape:
+        raise ValueError(
+            "before and after must have the same shape; "
+            f"got {tuple(before.shape)} and {tuple(after.shape)}"
+        )
+    b, a = before.detach().to(torch.float64), after.detach().to(torch.float64)
+    norm = b.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise ValueError(f"before must be finite with a non-zero norm; got norm {float(norm)}")
+    return float((a - b).norm() / norm)
+
+
+def kappa_ratio(
+    model: torch.nn.Module, x: torch.Tensor, *, iters: int = 100, seed: int = 0
+) -> float:
+    """Return ``kappa = ||nabla_theta^2 f(x)|| / ||nabla_theta f(x)||^2`` at one input ``x``.
+
+    ``||nabla^2 f||`` is the spectral norm of the Hessian of the output with respect to the
+    trainable parameters, found by ``iters`` steps of power iteration on Hessian-vector
+    products (double backpropagation; no Hessian is formed). Chizat, Oyallon & Bach (2019):
+    training stays lazy when ``kappa ||y - f_0||`` is small; for :func:`scaled_mlp`,
+    ``kappa = Theta(D^{q-1})`` (Pleiss, lecture 11). Lesson 05.
+    """
+    iters = _checks.positive_int("iters", iters)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    ref = params[0]
+    x = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+    x = x.reshape(1, -1) if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[0] != 1:
+        raise ValueError(
+            f"x must be one input, of shape (d,) or (1, d); got shape {tuple(x.shape)}"
+        )
+    out = model(x).reshape(-1)
+    if out.numel() != 1:
+        raise ValueError(f"kappa_ratio needs a scalar-output model; got {out.numel()} outputs")
+    grads = torch.autograd.grad(out[0], params, create_graph=True)
+    grad_sq = float(sum(g.detach().pow(2).sum() for g in grads))
+    if grad_sq == 0:
+        raise ValueError("the gradient of f at x is zero: kappa is undefined")
+    # parameters whose gradient is constant (e.g. the readout bias) have zero Hessian rows
+    live = [(g, p) for g, p in zip(grads, params) if g.requires_grad]
+    gen = torch.Generator().manual_seed(_checks.nonnegative_int("seed", seed))
+    vec = [
+        torch.randn(p.shape, generator=gen, dtype=torch.float64).to(ref.device, p.dtype)
+        for _, p in live
+    ]
+    norm = 0.0
+    for _ in range(iters):
+        scale = math.sqrt(float(sum(v.pow(2).sum() for v in vec)))
+        if scale == 0:
+            return 0.0
+        vec = [v / scale for v in vec]
+        hv = torch.autograd.grad([g for g, _ in live], [p for _, p in live], grad_outputs=vec,
+                                 retain_graph=True, allow_unused=True)
+        vec = [torch.zeros_like(p) if h is None else h.detach() for h, (_, p) in zip(hv, live)]
+        norm = math.sqrt(float(sum(v.pow(2).sum() for v in vec)))
+    return norm / grad_sq
+
+
+@dataclass
+class ScaledRun:
+    """One training run of :func:`train_scaled`.
+
+    ``feature_change`` is :func:`relative_change` of the hidden features on the training
+    inputs between initialisation and the end; ``ntk_change`` the same for the empirical
+    NTK (``nan`` if it was not recorded); ``model`` is the trained network and
+    ``history`` what :func:`~ntk_lib.dynamics.train_gd` recorded.
+    """
+
+    q: float
+    width: int
+    seed: int
+    feature_change: float
+    ntk_change: float
+    history: TrainHistory
+    model: MLP
+
+    @property
+    def final_loss(self) -> float:
+        """Return the training loss after the last step (or at divergence)."""
+        return float(self.history.loss[-1])
+
+
+def scaled_mlp(
+    d_in: int,
+    width: int,
+    q: float,
+    *,
+    activation: str = "tanh",
+    sigma_w: float = 1.5,
+    sigma_b: float = 0.5,
+    seed: int | torch.Generator | None = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = torch.float64,
+) -> MLP:
+    """Return the one-hidden-layer :class:`~ntk_lib.models.MLP` with the output scale ``D^{-q}``.
+
+    Its parametrization is :func:`output_scaling` ``(q)``.
+
+    The hidden units have biases ``b_i ~ N(0, sigma_b^2)`` (the weight of a constant input);
+    the readout bias starts at zero, so that the same ``seed`` gives, for every ``q``, the
+    same raw weights, the output ``f_q = D^{1/2-q} f_{1/2}`` and the same
+    learning-rate-weighted tangent kernel ``eta D^{2q-1} Theta_q``.
+    """
+    model = MLP(d_in, width, 1, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
+                parametrization=output_scaling(q), seed=seed, device=device, dtype=dtype)
+    with torch.no_grad():
+        model.layers[-1].bias.zero_()
+    return model
+
+
+def train_scaled(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    q: float,
+    width: int,
+    *,
+    lr: float,
+    steps: int,
+    seed: int = 0,
+    record_ntk: bool = True,
+    **model_kw,
+) -> ScaledRun:
+    """Return the :class:`ScaledRun` of :func:`scaled_mlp` trained on ``(x, y)``.
+
+    Full-batch gradient descent at the rate ``lr D^{2q-1}``.
+
+    The loss is ``(1/2N) sum (f - y)^2`` (:func:`~ntk_lib.dynamics.train_gd`); ``model_kw``
+    go to :func:`scaled_mlp` (``activation``, ``sigma_w``, ``sigma_b``, ``device``,
+    ``dtype``). With ``record_ntk`` the empirical NTK is recorded at the first and last
+    step only. A run that diverges is returned with ``history.diverged`` set.
+    """
+    x = _checks.matrix("x", x, dtype=model_kw.get("dtype", torch.float64),
+                       device=model_kw.get("device"))
+    seed = _checks.nonnegative_int("seed", seed)
+    model = scaled_mlp(x.shape[1], width, q, seed=seed, **model_kw)
+    x = x.to(device=model.layers[0].weight.device, dtype=model.layers[0].weight.dtype)
+    y = y.to(device=x.device, dtype=x.dtype)
+    before = hidden_features(model, x)
+    steps = _checks.nonnegative_int("steps", steps)
+    ntk_every = max(steps, 1) if record_ntk else None
+    history = train_gd(model, x, y, lr=lr, steps=steps, ntk_every=ntk_every)
+    diverged = history.diverged
+    feature = math.nan if diverged else relative_change(before, hidden_features(model, x))
+    ntk = float(history.ntk_change()[-1]) if record_ntk and not diverged else math.nan
+    return ScaledRun(float(q), int(width), seed, feature, ntk, history, model)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Relative changes measured by :func:`sweep`.
+
+    ``feature[i, j, k]`` and ``ntk[i, j, k]`` are the relative changes of the features and
+    of the NTK for exponent ``qs[i]``, width ``widths[j]`` and seed ``seeds[k]``;
+    ``loss`` the final training losses (float64, CPU; ``nan`` where a run diverged).
+    """
+
+    qs: tuple[float, ...]
+    widths: tuple[int, ...]
+    seeds: tuple[int, ...]
+    feature: torch.Tensor
+    ntk: torch.Tensor
+    loss: torch.Tensor
+
+    def mean(self, kind: str = "feature") -> torch.Tensor:
+        """Return the seed-averaged relative change, shape ``(len(qs), len(widths))``."""
+        return self._values(kind).mean(dim=2)
+
+    def sem(self, kind: str = "feature") -> torch.Tensor:
+        """Return the standard error over seeds, shape ``(len(qs), len(widths))``."""
+        v = self._values(kind)
+        if v.shape[2] < 2:
+            return torch.zeros(v.shape[:2], dtype=v.dtype)
+        return v.std(dim=2) / math.sqrt(v.shape[2])
+
+    def slopes(self, kind: str = "feature") -> torch.Tensor:
+        """Return the log-log slope against width of the seed-averaged change, one per ``q``.
+
+        The prediction for the features is ``-r = q - 1`` (:func:`output_scaling`).
+        """
+        mean = self.mean(kind)
+        slopes = [loglog_slope(self.widths, row)[0] for row in mean]
+        return torch.tensor(slopes, dtype=torch.float64)
+
+    def _values(self, kind: str) -> torch.Tensor:
+        _checks.choice("kind", kind, KINDS)
+        return self.feature if kind == "feature" else self.ntk
+
+
+def sweep(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    qs: Sequence[float],
+    widths: Sequence[int],
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    lr: float,
+    steps: int,
+    record_ntk: bool = True,
+    progress: bool = False,
+    **model_kw,
+) -> Sweep:
+    """Return the :class:`Sweep` of :func:`train_scaled` over ``qs``, ``widths`` and ``seeds``.
+
+    Every run trains for the same ``steps`` at the same ``lr`` (times ``D^{2q-1}``). Lesson
+    05 fits the slopes against width: ``q - 1`` for the features (Yang & Hu 2021).
+    """
+    qs = tuple(_checks.real(f"qs[{i}]", q) for i, q in enumerate(_sequence("qs", qs)))
+    widths = tuple(
+        _checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(_sequence("widths", widths))
+    )
+    seeds = tuple(
+        _checks.nonnegative_int(f"seeds[{i}]", s) for i, s in enumerate(_sequence("seeds", seeds))
+    )
+    shape = (len(qs), len(widths), len(seeds))
+    feature, ntk, loss = (torch.full(shape, math.nan, dtype=torch.float64) for _ in range(3))
+    jobs = [(i, j, k) for i in range(shape[0]) for j in range(shape[1]) for k in range(shape[2])]
+    if progress:
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, leave=False)
+    for i, j, k in jobs:
+        run = train_scaled(x, y, qs[i], widths[j], lr=lr, steps=steps, seed=seeds[k],
+                           record_ntk=record_ntk, **model_kw)
+        feature[i, j, k], ntk[i, j, k] = run.feature_change, run.ntk_change
+        loss[i, j, k] = math.nan if run.history.diverged else run.final_loss
+    return Sweep(qs, widths, seeds, feature, ntk, loss)
+
+
+def linear_probe(
+    features_train: torch.Tensor,
+    y_train: torch.Tensor,
+    features_test: torch.Tensor,
+    y_test: torch.Tensor,
+    *,
+    ridge: float = 1e-2,
+) -> float:
+    """Return the relative test error ``mean (pred - y_test)^2 / var(y_test)`` of a ridge probe.
+
+    The probe is a ridge regression on fixed features.
+
+    Features are centred with the training mean; with ``K = Phi Phi^T`` (training Gram matrix)
+    the prediction is ``ybar + Phi_test Phi^T (K + lambda I)^{-1} (y - ybar)`` with
+    ``lambda = ridge * mean(diag K)``, so ``ridge`` does not depend on the width. 0 is a
+    perfect fit, about 1 is no better than predicting the mean. Transfer in lesson 05:
+    features learned on one task, probed on another.
+    """
+    phi = _checks.matrix("features_train", features_train, dtype=torch.float64)
+    phi_t = _checks.matrix("features_test", features_test, cols=phi.shape[1],
+                           dtype=torch.float64, device=phi.device)
+    y = _checks.vector("y_train", y_train, dtype=torch.float64, device=phi.device)
+    y_t = _checks.vector("y_test", y_test, dtype=torch.float64, device=phi.device)
+    if y.shape[0] != phi.shape[0] or y_t.shape[0] != phi_t.shape[0]:
+        raise ValueError(
+            f"y_train and y_test must have one entry per row of the features; got {y.shape[0]} for "
+            f"{phi.shape[0]} and {y_t.shape[0]} for {phi_t.shape[0]}"
+        )
+    if y_t.shape[0] < 2:
+        raise ValueError(
+            "y_test must hold at least two points (its variance normalises the error); "
+            f"got {y_t.shape[0]}"
+        )
+    ridge = _checks.real("ridge", ridge, positive=True)
+    mean = phi.mean(dim=0)
+    phi, phi_t = phi - mean, phi_t - mean
+    gram = phi @ phi.T
+    lam = ridge * gram.diagonal().mean().clamp(min=torch.finfo(torch.float64).tiny)
+    eye = torch.eye(len(y), dtype=gram.dtype, device=gram.device)
+    coef = torch.linalg.solve(gram + lam * eye, y - y.mean())
+    pred = y.mean() + phi_t @ (phi.T @ coef)
+    return float(((pred - y_t) ** 2).mean() / y_t.var())
+
+
+def _sequence(name: str, values: Sequence) -> Sequence:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence; got {values!r}")
+    return values
