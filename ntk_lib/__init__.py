@@ -2,7 +2,7 @@
 
 One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
 :mod:`~ntk_lib.activations`, :mod:`~ntk_lib.parametrizations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
-:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.lazy`, :mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.linearize`,
+:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.lazy`, :mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.transfer`, :mod:`~ntk_lib.linearize`,
 :mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.spectral`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
 :mod:`~ntk_lib.grading`.
 """
@@ -23,6 +23,7 @@ from . import (
     plotting,
     spectral,
     tensor_programs,
+    transfer,
 )
 from .device import default_device, seed_everything
 from .kernels import empirical_nngp, empirical_ntk, nngp_ntk
@@ -50,5 +51,6 @@ __all__ = [
     "seed_everything",
     "spectral",
     "tensor_programs",
+    "transfer",
 ]
 __version__ = "0.1.0"
