@@ -84,7 +84,8 @@ class MLP(nn.Module):
         parametrization: ``"ntk"``, ``"standard"``, a preset name of
             :func:`ntk_lib.parametrizations.preset` or any
             :class:`~ntk_lib.parametrizations.ABC` with ``depth + 1`` layers.
-        base_width: the width at which every parametrization is the standard one (the
+        base_width: the width at which a parametrization with its constants in the init
+            (all presets but ``"ntk"``) is the standard one, training included (the
             ``mup`` package's base shape); 1 applies the exponents to the width itself.
         bias: whether layers have biases (deep linear networks have none).
         d_out: number of outputs; with 1 (the default) ``forward`` returns shape ``(N,)``.

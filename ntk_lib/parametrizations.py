@@ -256,9 +256,12 @@ def layer_scales(
     init as ``abc.constants_in`` says. ``n_l`` is the fan-out of the input layer and the
     fan-in of the others: the ``n`` of the width-only table when all widths are equal.
     With ``base_width = 1`` the exponents act on the width itself, as in the table; with
-    a base width every parametrization reduces to SP at that width (the ``mup`` package's
-    base shapes). So ``"ntk"`` is ``sigma_w / sqrt(fan_in) W``, ``W ~ N(0, 1)``, and
-    ``"sp"``/``"standard"`` is ``W ~ N(0, sigma_w^2 / fan_in)``, at every width.
+    a base width ``B`` every parametrization whose constants are in the init reduces to SP
+    at width ``B``, training included (the ``mup`` package's base shapes; muP is SP bit for
+    bit there). ``"ntk"`` (constants in the multiplier) is ``sigma_w / sqrt(fan_in) W``,
+    ``W ~ N(0, 1)``, at every width and for every ``B``: the same function as SP, trained
+    with per-layer rates ``sigma_w^2 / fan_in`` times SP's. ``"sp"``/``"standard"`` is
+    ``W ~ N(0, sigma_w^2 / fan_in)`` at every width.
 
     Biases (the theorems are about bias-free networks): a hidden bias is the weight of a
     constant input coordinate and takes ``(a_1, b_1)``; the readout bias takes
