@@ -90,7 +90,8 @@ def digits(
     """Return ``(x_train, y_train, x_test, y_test)`` from scikit-learn's 8x8 digits (1797 images).
 
     Images are flattened to 64 features, standardised with the training set's mean and
-    standard deviation and rescaled so that ``x.x / 64 = 1`` on average; labels are
+    standard deviation (pixels constant on the training split are only centred) and
+    rescaled so that ``x.x / 64 = 1`` on average on the training split; labels are
     indices into ``classes`` (``int64``). The split is a seeded random permutation.
     """
     from sklearn.datasets import load_digits  # ships with scikit-learn: no download
@@ -105,7 +106,10 @@ def digits(
     y_all = torch.searchsorted(torch.as_tensor(sorted(classes)), labels)
     order = torch.randperm(len(labels), generator=generator(seed))
     train, test = order[:n_train], order[n_train : n_train + n_test]
-    mean, std = x_all[train].mean(0), x_all[train].std(0).clamp(min=1e-8)
+    mean, std = x_all[train].mean(0), x_all[train].std(0)
+    # A pixel constant on the training split is left unscaled: dividing by a clamped tiny
+    # std would blow it up wherever it is not constant on the test split.
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
     x_all = (x_all - mean) / std
     x_all = x_all / x_all[train].pow(2).mean().sqrt()
     device, dtype = resolve(device, dtype)

@@ -40,6 +40,13 @@ def test_digits():
         data.digits(2000, 1)
 
 
+def test_digits_pixels_constant_on_a_small_training_split_stay_bounded():
+    """A pixel that is 0 on all training images but not on some test image must not blow up."""
+    xtr, _, xte, _ = data.digits(20, 500, seed=0, device="cpu", dtype=torch.float64)
+    assert (xtr.std(0) == 0).any()  # such pixels exist at this size
+    assert xte.abs().max().item() < 50 and (xte**2).mean().item() < 5
+
+
 def test_data_rejects_bad_input():
     with pytest.raises(ValueError, match="n must be a positive"):
         data.sphere(0, 3)
