@@ -2,7 +2,7 @@
 
 One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
 :mod:`~ntk_lib.activations`, :mod:`~ntk_lib.parametrizations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
-:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.lazy`, :mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.transfer`, :mod:`~ntk_lib.linearize`,
+:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.lazy`, :mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.transfer`, :mod:`~ntk_lib.convnet`, :mod:`~ntk_lib.iterative`, :mod:`~ntk_lib.linearize`,
 :mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.spectral`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
 :mod:`~ntk_lib.grading`.
 """
@@ -10,11 +10,13 @@ One module per concept (see DESIGN.md): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.d
 from . import (
     activations,
     catapult,
+    convnet,
     coordcheck,
     data,
     device,
     dynamics,
     grading,
+    iterative,
     kernels,
     lazy,
     linearize,
@@ -33,12 +35,14 @@ __all__ = [
     "MLP",
     "activations",
     "catapult",
+    "convnet",
     "coordcheck",
     "data",
     "default_device",
     "device",
     "dynamics",
     "grading",
+    "iterative",
     "empirical_nngp",
     "empirical_ntk",
     "kernels",
