@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 from torch import nn
@@ -22,6 +21,7 @@ from torch import nn
 from ntk_lib import data
 from ntk_lib.coordcheck import coord_check
 from ntk_lib.dynamics import mse_loss
+from timing import clock
 
 
 def hooks_recipe(widths: list[int], x: torch.Tensor, y: torch.Tensor, steps: int, seeds: int) -> dict:
@@ -59,16 +59,11 @@ def main() -> None:
     x = data.sphere(32, 16, seed=0, device=device, dtype=torch.float32)
     y = torch.sin(3 * x[:, 0])
     hooks_recipe(widths[:2], x, y, 1, 1)  # warm-up
-    start = time.perf_counter()
-    check = coord_check("mup", widths, x, y, lr=0.5, steps=5, seeds=range(args.seeds), device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t_ours = time.perf_counter() - start
-    start = time.perf_counter()
-    hooks_recipe(widths, x, y, 5, args.seeds)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t_hooks = time.perf_counter() - start
+    checks = []
+    t_ours = clock(lambda: checks.append(
+        coord_check("mup", widths, x, y, lr=0.5, steps=5, seeds=range(args.seeds), device=device)), device)
+    t_hooks = clock(lambda: hooks_recipe(widths, x, y, 5, args.seeds), device)
+    check = checks[0]
     print(f"\ncoordinate check, widths {widths[0]}..{widths[-1]} (7), 5 SGD steps, {args.seeds} seed(s), depth 2, float32")
     print(f"  ntk_lib coord_check (muP):   {t_ours:7.2f} s   (goal < 30 s)")
     print(f"  mup-style hooks on nn.Linear: {t_hooks:7.2f} s   ratio ours/hooks {t_ours / t_hooks:.2f}")

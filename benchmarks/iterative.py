@@ -25,12 +25,12 @@ import argparse
 import copy
 import math
 import platform
-import time
 
 import torch
 
 from ntk_lib import MLP, data, iterative
 from ntk_lib.convnet import ConvNet
+from timing import clock
 
 BATCH = 64
 
@@ -45,16 +45,6 @@ def gd_loop(model: torch.nn.Module, x, y, steps: int, batch: int | None = None) 
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
         opt.step()
-
-
-def clock(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def main() -> None:
