@@ -56,11 +56,17 @@ def output_scaling(q: float) -> ABC:
 
 
 def hidden_features(model: MLP, x: torch.Tensor) -> torch.Tensor:
-    """Return the last hidden layer's activations ``phi(h^L(x))``, shape ``(N, width)``."""
+    """Return the last hidden layer's activations ``x^L = phi(h^L(x))``, shape ``(N, width)``.
+
+    In the model's dtype and on its device, without gradient: the features a linear
+    readout sees (lessons 05 and 08).
+    """
     if not isinstance(model, MLP) or model.depth < 1:
         raise TypeError(
             f"model must be an ntk_lib.models.MLP with at least one hidden layer; got {model!r:.80}"
         )
+    ref = model.layers[0].weight
+    x = _checks.matrix("x", x, cols=model.d_in, dtype=ref.dtype, device=ref.device)
     with torch.no_grad():
         return model.forward_cache(x)[0][-1].detach().clone()
 

@@ -28,6 +28,7 @@ import torch
 
 from . import _checks
 from .dynamics import DivergenceError, mse_loss
+from .lazy import hidden_features, relative_change
 from .models import MLP
 from .parametrizations import ABC
 
@@ -252,7 +253,7 @@ def feature_kernel(model: MLP, x: torch.Tensor) -> torch.Tensor:
     (the width). In the NTK limit this kernel stays at its initial value during training;
     in muP it moves by order one (Yang & Hu 2021, Sec. 2 and the talk's "feature kernel").
     """
-    feats = features(model, x)
+    feats = hidden_features(model, x).to(torch.float64)
     return feats @ feats.T / feats.shape[1]
 
 
@@ -274,30 +275,14 @@ def kernel_change(k0: torch.Tensor, k1: torch.Tensor, *, centre: bool = False) -
         )
     if centre:
         k0, k1 = _centred(k0), _centred(k1)
-    norm = k0.norm()
-    if norm == 0:
+    if k0.norm() == 0:
         raise ValueError("k0 is zero (after centring, if asked): its relative change is undefined")
-    return float((k1 - k0).norm() / norm)
+    return relative_change(k0, k1)
 
 
 def _centred(k: torch.Tensor) -> torch.Tensor:
     """``H K H`` with ``H = I - 11^T/N``: subtract row and column means, add back the grand mean."""
     return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
-
-
-def features(model: MLP, x: torch.Tensor) -> torch.Tensor:
-    """Return the last hidden layer's activations ``x^L(x) = phi(h^L(x))``, shape ``(N, width)``.
-
-    float64, without gradient.
-    """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be an ntk_lib.models.MLP; got {type(model).__name__}")
-    if model.depth < 1:
-        raise ValueError("model has no hidden layer (depth 0): it has no features")
-    ref = model.layers[0].weight
-    x = _checks.matrix("x", x, cols=model.d_in, dtype=ref.dtype, device=ref.device)
-    with torch.no_grad():
-        return model.forward_cache(x)[0][-1].to(torch.float64)
 
 
 @dataclass(frozen=True)
@@ -380,7 +365,7 @@ def pretrain(
             device=x.device, dtype=x.dtype,
         )
         k0 = feature_kernel(model, x)
-        before.append(features(model, xf).cpu())
+        before.append(hidden_features(model, xf).to("cpu", torch.float64))
         initial = None
         for k in range(1, len(marks)):
             first, last = _train(
@@ -391,7 +376,7 @@ def pretrain(
                 raise DivergenceError(marks[k], math.inf)
             change[i, k] = kernel_change(k0, feature_kernel(model, x), centre=centre)
         loss[i] = last
-        after.append(features(model, xf).cpu())
+        after.append(hidden_features(model, xf).to("cpu", torch.float64))
     return Pretraining(parametrization, widths, marks, change, loss, tuple(before), tuple(after))
 
 

@@ -11,10 +11,10 @@ import torch
 from ntk_lib import MLP, data
 from ntk_lib.dynamics import DivergenceError, train_gd
 from ntk_lib.kernels import nngp_ntk
+from ntk_lib.lazy import hidden_features
 from ntk_lib.parametrizations import ABC, preset
 from ntk_lib.transfer import (
     feature_kernel,
-    features,
     few_shot,
     kernel_change,
     lr_sweep,
@@ -129,7 +129,7 @@ def test_feature_kernel_tends_to_the_nngp():
     nngp, _ = nngp_ntk(x, depth=2)
     mean = torch.stack([feature_kernel(net, x) for net in nets]).mean(0)
     torch.testing.assert_close(mean, nngp, rtol=0.12, atol=0.0)
-    feats = features(nets[0], x)
+    feats = hidden_features(nets[0], x).double()
     assert feats.shape == (6, 1024) and feats.dtype == F64 and (feats >= 0).all()
 
 
