@@ -84,7 +84,7 @@ class CoordCheck:
         return v[self.widths.index(wide)] / v[self.widths.index(narrow)]
 
     def column(self, name: str) -> int:
-        """Return the index of quantity ``name`` in :attr:`names`."""
+        """Return the index of quantity ``name`` in ``names``."""
         return self.names.index(_checks.choice("name", name, self.names))
 
 

@@ -112,15 +112,11 @@ def _exponents(name: str, values: Sequence[float]) -> tuple[float, ...]:
 def preset(name: str, depth: int) -> ABC:
     """Return the named abc-parametrization for ``depth`` hidden layers (Yang & Hu 2021, Table 1).
 
-    ================  =======================  ==========================  =====
-    name              a_l                      b_l                         c
-    ================  =======================  ==========================  =====
-    ``"ntk"``         0 (l=1), 1/2 (l>1)       0                           0
-    ``"sp"``          0                        0 (l=1), 1/2 (l>1)          0
-    ``"sp_lr"``       0                        0 (l=1), 1/2 (l>1)          1
-    ``"mf"`` (L=1)    0 (l=1), 1 (l=2)         0                           -1
-    ``"mup"``         -1/2 (l=1), 0, 1/2 (L+1) 1/2                         0
-    ================  =======================  ==========================  =====
+    - ``"ntk"``: ``a = (0, 1/2, ..., 1/2)``, ``b = 0``, ``c = 0``;
+    - ``"sp"``: ``a = 0``, ``b = (0, 1/2, ..., 1/2)``, ``c = 0``;
+    - ``"sp_lr"``: as ``"sp"`` with ``c = 1`` (the ``1/n`` learning rate);
+    - ``"mf"`` (``depth = 1`` only): ``a = (0, 1)``, ``b = (0, 0)``, ``c = -1``;
+    - ``"mup"``: ``a = (-1/2, 0, ..., 0, 1/2)``, ``b = 1/2``, ``c = 0``.
     """
     _checks.choice("name", name, PRESETS)
     depth = _checks.nonnegative_int("depth", depth)
