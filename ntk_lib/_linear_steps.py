@@ -249,6 +249,7 @@ def choose(
         engine.refresh(x)
         return engine
     engine = Materialized(net)
+    buffers = {name: b.clone() for name, b in net.model.named_buffers()}
     try:
         engine.refresh(x)
     except NotPerPoint as err:
@@ -256,7 +257,11 @@ def choose(
             raise ValueError(
                 f"path='materialize' needs the Jacobian point by point: {err}"
             ) from err
-        engine = Jvp(net, full)
+        # The failed attempt ran a forward pass: undo its update of running statistics.
+        with torch.no_grad():
+            for name, b in net.model.named_buffers():
+                b.copy_(buffers[name])
+        engine = Jvp(net, full, window)
         engine.refresh(x)
     return engine
 

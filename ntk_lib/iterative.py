@@ -196,6 +196,8 @@ def train(
     _checks.positive_int("drift_points", drift_points)
     if ntk_probe is not None and not isinstance(ntk_probe, torch.Tensor):
         _checks.positive_int("ntk_probe", ntk_probe)
+        if ntk_probe > x.shape[0]:
+            raise ValueError(f"ntk_probe must be at most the {x.shape[0]} training points; got {ntk_probe}")
     _checks.choice("on_divergence", on_divergence, ("raise", "stop"))
     _checks.real("divergence_factor", divergence_factor, positive=True)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -233,8 +235,13 @@ def train(
             rec.evaluate(net, engine.theta_s, t)
         o = out.detach().requires_grad_(True)
         value = loss_fn(o, yb)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise ValueError(f"loss must return a scalar tensor; got {value!r:.80}")
+        value = value.reshape(())
         (g,) = torch.autograd.grad(value, o)
         value = float(value.detach())
+        if t == 0:
+            rec.start(value, out.detach(), yb, isinstance(loss, str))
         if rec.diverges(value, divergence_factor):
             rec.diverged_at = t
             if on_divergence == "raise":
@@ -246,8 +253,14 @@ def train(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if engine is not None and rec.diverged_at < 0:
-        rec.evaluate(net, engine.theta_s, steps)
-        rec.kernels(net)
+        final = float(loss_fn(linear_outputs(net, engine.theta_s, x).detach(), y))
+        if rec.loss and rec.diverges(final, divergence_factor):  # the last step blew up
+            rec.diverged_at = steps
+            if on_divergence == "raise":
+                raise DivergenceError(steps, final)
+        else:
+            rec.evaluate(net, engine.theta_s, steps)
+            rec.kernels(net)
     return rec.history(net, engine, K == "adaptive")
 
 
@@ -372,9 +385,23 @@ class _Recorder:
         self.kernels(net)
 
     def diverges(self, value: float, factor: float) -> bool:
-        return not math.isfinite(value) or bool(
-            self.loss and value > factor * max(self.loss[0], 1e-30)
-        )
+        """Non-finite, or ``factor`` times above the first loss and the loss of predicting 0.
+
+        The zero-prediction loss (the targets' own scale) keeps a run that starts almost at
+        a perfect fit, or a first minibatch fitted by chance, from counting as divergent.
+        """
+        return not math.isfinite(value) or bool(self.loss and value > factor * self.reference)
+
+    def start(self, value: float, out: torch.Tensor, y: torch.Tensor, named: bool) -> None:
+        """Set the reference: the first loss and, for a named loss, that of predicting 0.
+
+        A callable loss is not called again here (it may record its calls).
+        """
+        zero = 0.0
+        if named:
+            with torch.no_grad():
+                zero = float(self.loss_fn(torch.zeros_like(out), y))
+        self.reference = max(value, zero if math.isfinite(zero) else 0.0, 1e-30)
 
     def step(self, value: float, out: torch.Tensor, y: torch.Tensor) -> None:
         self.loss.append(value)
@@ -461,6 +488,8 @@ def _check_data(model, x, y, x_test, y_test, loss) -> None:
 def _schedule(K, tol) -> tuple[int | float | str, float | None]:
     """Return ``(K, tol)`` checked: ``K`` a positive integer, ``math.inf`` or ``"adaptive"``."""
     accepted = "a positive integer, math.inf or 'adaptive'"
+    if isinstance(K, torch.Tensor) and K.numel() == 1:
+        K = K.item()
     if isinstance(K, bool) or not isinstance(K, (int, float, str)) and not hasattr(K, "__index__"):
         raise TypeError(f"K must be {accepted}; got {K!r} ({type(K).__name__})")
     if K == "adaptive":

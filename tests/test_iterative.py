@@ -488,6 +488,51 @@ def test_linearised_training_diverges_above_the_closed_form_threshold():
     assert torch.isfinite(h.loss).all()
 
 
+def test_divergence_is_judged_against_the_targets_scale_and_checked_after_the_last_step():
+    x = torch.randn(20, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
+    make = lambda: MLP(4, 16, 1, seed=0, dtype=F64, device="cpu")  # noqa: E731
+    # Targets the network already fits: loss[0] = 0, yet a tiny weight decay is no divergence.
+    model = make()
+    with torch.no_grad():
+        y = model(x).clone()
+    h = iterative.train(model, x, y, loss="mse", lr=0.1, K=1, steps=5, weight_decay=1e-3)
+    assert not h.diverged and h.loss[0] == 0
+    # One huge step: the loss it produces is seen only after the loop, and still reported.
+    y = torch.randn(20, dtype=F64, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(DivergenceError, match="step 1"):
+        iterative.train(make(), x, y, loss="mse", lr=1e6, K=math.inf, steps=1)
+    h = iterative.train(make(), x, y, loss="mse", lr=1e6, K=math.inf, steps=1, on_divergence="stop",
+                        x_test=x, y_test=y)
+    assert h.diverged_at == 1 and torch.isfinite(h.test_loss).all()
+
+
+class BatchNormConv(nn.Module):
+    """Batch norm inside a convolutional network: materializing pays, but is not per point."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.c1 = nn.Conv2d(1, 16, 3, padding=1, dtype=F64)
+        self.bn = nn.BatchNorm2d(16, dtype=F64)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1, dtype=F64)
+        self.out = nn.Linear(16, 10, dtype=F64)
+
+    def forward(self, x):
+        h = torch.relu(self.c2(torch.relu(self.bn(self.c1(x.reshape(-1, 1, 8, 8))))))
+        return self.out(h.mean((2, 3)))
+
+
+def test_auto_fallback_from_materialize_leaves_the_running_statistics_as_jvp_does():
+    x, y, _, _ = data.digits(16, 10, dtype=F64, device="cpu")
+    models = {path: BatchNormConv() for path in ("jvp", "auto")}
+    for path, model in models.items():
+        h = iterative.train(model, x, y, loss="cross_entropy", lr=0.1, K=math.inf, steps=30,
+                            path=path, jacobian_memory=2**30)
+        assert h.path == "jvp"
+    assert int(models["auto"].bn.num_batches_tracked) == int(models["jvp"].bn.num_batches_tracked) == 1
+    torch.testing.assert_close(models["auto"].bn.running_mean, models["jvp"].bn.running_mean, **TIGHT)
+
+
 def test_auto_path_materializes_only_where_it_pays():
     """Weight sharing makes the convolutional network's forward pass cost ~30x its parameter count:
     over a 100-step window the two matrix-vector products win; over 10 steps building J doesn't."""
@@ -533,6 +578,12 @@ def test_train_rejects_bad_input():
     for K in (None, True, [2]):
         with pytest.raises(TypeError, match="K must be"):
             call(K=K)
+    with pytest.raises(ValueError, match="K must be"):
+        call(K=torch.tensor(2.5))
+    with pytest.raises(ValueError, match="loss must return a scalar"):
+        call(loss=lambda out, target: (out - target) ** 2)
+    with pytest.raises(ValueError, match="ntk_probe must be at most"):
+        call(ntk_probe=11)
     for lr in (0.0, -1.0, math.inf):
         with pytest.raises(ValueError, match="lr must be"):
             call(lr=lr)
