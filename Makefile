@@ -71,10 +71,15 @@ endif
 assignments: install
 	$(PY) tools/assignments.py --course course build
 
-# A reader's check in headless Chromium (apt-get install chromium) of the built book:
-# screenshots in _build/screenshots. Offline, pass MATHJAX=path/to/node_modules/mathjax.
+# A reader's check in headless Chromium of the built book (math, figures, every twin's
+# sliders driven in the browser, no dead widget): screenshots in _build/screenshots.
+# Chromium from Debian and MathJax from the npm registry are installed when missing, so the
+# check reaches nothing beyond the loopback. Build the book first (make book).
+MATHJAX ?= _build/node_modules/mathjax
 screenshots: install
-	$(PY) tools/screenshots.py $(if $(MATHJAX),--mathjax $(MATHJAX))
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	test -d $(MATHJAX) || npm install --silent --prefix _build mathjax@3
+	$(PY) tools/screenshots.py --mathjax $(MATHJAX)
 
 bench: install
 	for script in $(BENCHMARKS); do echo "== $$script"; $(PY) "$$script"; done
