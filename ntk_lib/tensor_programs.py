@@ -325,8 +325,8 @@ class MLPRun:
         method: ``"quadrature"`` or ``"monte_carlo"`` for a limit, ``"network"`` otherwise.
         points: the number of ``(Z^u, Z^v)`` points of the limit's integral (0 for a network).
         error: the limit's estimated integration error on ``outputs`` (quadrature: distance
-            to a coarser rule, an upper estimate; Monte Carlo: standard error over
-            independent scramblings); ``None`` for a network.
+            to a coarser rule; Monte Carlo: standard error over independent scramblings);
+            ``None`` for a network.
         diverged_at: the step at which the run diverged, ``-1`` if it did not.
     """
 
@@ -539,7 +539,8 @@ def mlp_limit(
 
     - ``method="quadrature"``: a tensor Gauss-Hermite rule with ``nodes`` points per
       dimension (default :data:`QUADRATURE_NODES`); ``error`` is the distance to the rule
-      with a third fewer nodes, an upper estimate;
+      with a third fewer nodes (an order of magnitude: near a steep front the convergence
+      is not monotone);
     - ``method="monte_carlo"``: :data:`MC_REPLICAS` independently scrambled Sobol sets of
       ``pairs`` antithetic pairs each, mapped to Gaussians; ``error`` is the standard error
       of their mean (it ignores the feedback of the integration error through ``chi``);
@@ -549,8 +550,8 @@ def mlp_limit(
     variables), which makes ``f_0 = 0`` exactly, as in the limit. Accuracy (tested in
     ``tests/test_tensor_programs.py``): the linear activation reproduces
     :func:`linear_limit` to 1e-13 (the integrand is a polynomial); for tanh with inputs of
-    order one the default rules are within 1e-4 relative error of a twice finer one after
-    50 steps, and much closer early on, where the integrand is smoother (an independent
+    order one the default rules are within about 1e-4 relative error of finer ones after
+    40-50 steps, and much closer early on, where the integrand is smoother (an independent
     adaptive quadrature agrees to 1e-8 after two steps). With training, the coordinates
     whose ``u`` changes sign form a steep front in the integrand, which is what limits the
     accuracy; ``error`` tracks it.
