@@ -4,6 +4,7 @@
 #   make test    library tests, every lesson re-run by nbval, the book built from the
 #                committed outputs (what CI runs)
 #   make bench   run every benchmarks/*.py
+#   make gpu-check  the prepared GPU check (DRY_RUN=1: on the CPU, toy sizes)
 #   make assignments  build the nbgrader course (student versions in course/release)
 #   make screenshots  open the built book in headless Chromium, check it, save screenshots
 #   make clean   remove build outputs (not the virtualenv)
@@ -21,7 +22,7 @@ BOOK_FLAGS := -W -n --keep-going
 LESSONS := $(wildcard lessons/*.ipynb)
 BENCHMARKS := $(wildcard benchmarks/*.py)
 
-.PHONY: install book test bench clean screenshots assignments
+.PHONY: install book test bench clean screenshots assignments gpu-check
 
 install: $(INSTALLED)
 
@@ -80,6 +81,12 @@ screenshots: install
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	test -d $(MATHJAX) || npm install --silent --prefix _build mathjax@3
 	$(PY) tools/screenshots.py --mathjax $(MATHJAX)
+
+# The whole GPU check in one command, budgeted to 8 minutes on one data-centre GPU: gpu tests,
+# GPU benchmarks next to their CPU counterparts, lessons 08 and 10 at FULL scale; writes
+# benchmarks/GPU.md and benchmarks/gpu/*.ipynb. DRY_RUN=1: the same on the CPU, toy sizes.
+gpu-check: install
+	$(PY) tools/gpu_check.py $(if $(DRY_RUN),--dry-run)
 
 bench: install
 	for script in $(BENCHMARKS); do echo "== $$script"; $(PY) "$$script"; done
