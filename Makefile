@@ -9,6 +9,7 @@
 #                the check that the public edition leaks no answer), every lesson re-run by
 #                nbval (what CI runs)
 #   make bench   run every benchmarks/*.py
+#   make gpu-check  the prepared GPU check (DRY_RUN=1: on the CPU, toy sizes)
 #   make assignments  build the nbgrader course (student versions in course/release)
 #   make screenshots  open the built book in headless Chromium, check it, save screenshots
 #   make clean   remove build outputs (not the virtualenv)
@@ -26,7 +27,7 @@ BOOK_FLAGS := -W -n --keep-going
 LESSONS := $(wildcard lessons/*.ipynb)
 BENCHMARKS := $(wildcard benchmarks/*.py)
 
-.PHONY: install book instructor-book test bench clean screenshots assignments
+.PHONY: install book instructor-book test bench clean screenshots assignments gpu-check
 
 install: $(INSTALLED)
 
@@ -87,10 +88,21 @@ endif
 assignments: install
 	$(PY) tools/assignments.py --course course build
 
-# A reader's check in headless Chromium (apt-get install chromium) of the built book:
-# screenshots in _build/screenshots. Offline, pass MATHJAX=path/to/node_modules/mathjax.
+# A reader's check in headless Chromium of the built book (math, figures, every twin's
+# sliders driven in the browser, no dead widget): screenshots in _build/screenshots.
+# Chromium from Debian and MathJax from the npm registry are installed when missing, so the
+# check reaches nothing beyond the loopback. Build the book first (make book).
+MATHJAX ?= _build/node_modules/mathjax
 screenshots: install
-	$(PY) tools/screenshots.py $(if $(MATHJAX),--mathjax $(MATHJAX))
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	test -d $(MATHJAX) || npm install --silent --prefix _build mathjax@3
+	$(PY) tools/screenshots.py --mathjax $(MATHJAX)
+
+# The whole GPU check in one command, budgeted to 8 minutes on one data-centre GPU: gpu tests,
+# GPU benchmarks next to their CPU counterparts, lessons 08 and 10 at FULL scale; writes
+# benchmarks/GPU.md and benchmarks/gpu/*.ipynb. DRY_RUN=1: the same on the CPU, toy sizes.
+gpu-check: install
+	$(PY) tools/gpu_check.py $(if $(DRY_RUN),--dry-run)
 
 bench: install
 	for script in $(BENCHMARKS); do echo "== $$script"; $(PY) "$$script"; done
