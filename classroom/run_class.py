@@ -392,15 +392,18 @@ def fill(release: dict, source: dict, student: str, wrong: str | None) -> dict:
     return nb
 
 
-def hidden_test_lines(source: dict, release: dict) -> list[str]:
-    """The hidden tests' lines worth searching for: not short, not comments, and not also
-    in the student version (a hidden check may repeat a visible line)."""
+def secret_lines(source: dict, release: dict) -> list[str]:
+    """Lines of the hidden tests and mark schemes worth searching for: not short, not code
+    comments, and not also in the student version (a hidden check may repeat a line)."""
     visible = {ln.strip() for c in release["cells"] for ln in A.cell_source(c).splitlines()}
+    mark_scheme = (getattr(A, "BEGIN_MARK_SCHEME", "BEGIN MARK SCHEME"),
+                   getattr(A, "END_MARK_SCHEME", "END MARK SCHEME"))
     found = []
     for cell in source["cells"]:
-        inside, _ = A.regions(A.cell_source(cell), A.BEGIN_HIDDEN, A.END_HIDDEN)
-        found += [ln.strip() for ln in inside if len(ln.strip()) >= 12
-                  and not ln.strip().startswith("#") and ln.strip() not in visible]
+        for begin, end in ((A.BEGIN_HIDDEN, A.END_HIDDEN), mark_scheme):
+            inside, _ = A.regions(A.cell_source(cell), begin, end)
+            found += [ln.strip() for ln in inside if len(ln.strip()) >= 12
+                      and not ln.strip().startswith("#") and ln.strip() not in visible]
     return found
 
 
@@ -755,7 +758,7 @@ class Classroom:
         submissions = {s: sorted(course_inbound.glob(f"{s}+{a}+*")) for s in STUDENTS}
         if self.breakage == "world-readable":
             self.break_exchange()  # again: feedback/ did not exist the first time
-        needles = hidden_test_lines(self.source, self.release)
+        needles = secret_lines(self.source, self.release)
         if not needles:
             raise ClassroomError(f"{a} has no hidden test: nothing to check")
         failures = []
@@ -787,7 +790,7 @@ class Classroom:
                     failures.append(f"{s} could {what} {path}")
             for path, needle in out["found"]:
                 kind = ("another student's answer" if needle == SIGNED.format(student=other)
-                        else "a hidden test")
+                        else "a hidden test or mark scheme")
                 failures.append(f"{s} can read {kind} in {path}: {needle!r}")
             # the other's submission in inbound/ exists (as root we see it) but is unlisted
             if not submissions[other]:
@@ -798,7 +801,7 @@ class Classroom:
             "(PermissionError) - exchange inbound/ and feedback/ listings, the other "
             "student's home and files, the course's source/, gradebook.db, submitted/, "
             f"autograded/, the Hub's state; no readable file holds any of {len(needles)} "
-            "hidden-test lines or the other student's answer")
+            "hidden-test or mark-scheme lines or the other student's answer")
 
     # --- teardown -----------------------------------------------------------------------
     def stop(self) -> list[str]:

@@ -15,11 +15,13 @@ c.CourseDirectory.root = COURSE
 # config path and its working directory, not the course directory, so load them here.
 load_subconfig("nbgrader_config.py", path=COURSE)  # noqa: F821
 
-# Feedback without the hidden tests: nbgrader 0.9's generate_feedback renders the
-# autograded notebook, hidden tests included. ClearHiddenTests drops the lines between
-# BEGIN/END HIDDEN TESTS; a hidden test's failure still shows its error message.
+# Feedback without the hidden tests and the mark schemes: nbgrader 0.9's generate_feedback
+# renders the autograded notebook, in which autograde restored both. ClearHiddenTests and
+# ClearMarkScheme drop the lines between their BEGIN/END markers (the course config sets
+# ClearMarkScheme.enforce_metadata = False); a failed hidden test still shows its error.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbgrader.preprocessors.ClearHiddenTests",
+    "nbgrader.preprocessors.ClearMarkScheme",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
