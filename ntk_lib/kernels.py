@@ -14,7 +14,8 @@ The empirical NTK ``Theta(x, x') = sum_p df(x)/dtheta_p df(x')/dtheta_p`` of a f
 network (:func:`empirical_ntk`) has three implementations: Jacobian contraction and
 NTK-vector products with :mod:`torch.func` (the two methods of PyTorch's NTK tutorial,
 Novak et al. 2022), and a structured one for :class:`~ntk_lib.models.MLP` that never forms a
-Jacobian.
+Jacobian. For ``K`` outputs per input it is the ``(N1, N2, K, K)`` kernel of all outputs, or
+the mean of its ``K`` diagonal blocks; at infinite width it is ``Theta I_K``.
 
 Taught in lessons 01 and 02.
 """
