@@ -163,7 +163,8 @@ class Twin:
             rows.append(
                 f'<label style="display:block;font-family:sans-serif;font-size:0.9em">'
                 f'{html.escape(label)} '
-                f'<input type="range" class="ntk-twin-slider" data-axis="{i}" min="0" '
+                f'<input type="range" class="ntk-twin-slider" data-axis="{i}" '
+                f'data-label="{html.escape(label)}" min="0" '
                 f'max="{len(vals) - 1}" step="1" value="{k}" style="vertical-align:middle;'
                 f'width:16em"> <output class="ntk-twin-value">{html.escape(vals[k])}</output>'
                 "</label>"
