@@ -20,6 +20,7 @@ from torch import nn
 
 from ntk_lib import data
 from ntk_lib.coordcheck import coord_check
+from ntk_lib.families import mlp_family
 from ntk_lib.dynamics import mse_loss
 from timing import clock
 
@@ -61,7 +62,8 @@ def main() -> None:
     hooks_recipe(widths[:2], x, y, 1, 1)  # warm-up
     checks = []
     t_ours = clock(lambda: checks.append(
-        coord_check("mup", widths, x, y, lr=0.5, steps=5, seeds=range(args.seeds), device=device)), device)
+        coord_check(mlp_family(16, widths, 2, parametrization="mup", device=device), x, y, lr=0.5,
+                    steps=5, seeds=range(args.seeds))), device)
     t_hooks = clock(lambda: hooks_recipe(widths, x, y, 5, args.seeds), device)
     check = checks[0]
     print(f"\ncoordinate check, widths {widths[0]}..{widths[-1]} (7), 5 SGD steps, {args.seeds} seed(s), depth 2, float32")

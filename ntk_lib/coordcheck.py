@@ -27,8 +27,8 @@ import torch
 
 from . import _checks
 from .dynamics import DivergenceError, mse_loss, train_gd
+from .families import SEEDS, Family, build, check_family, check_seeds, like_model
 from .models import MLP
-from .parametrizations import ABC
 from .plotting import loglog_slope
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -88,16 +88,9 @@ class CoordCheck:
         return self.names.index(_checks.choice("name", name, self.names))
 
 
-def _seeds(seeds: Sequence[int]) -> list[int]:
-    seeds = [_checks.nonnegative_int(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
-    if not seeds:
-        raise ValueError("seeds must hold at least one seed; got none")
-    return seeds
-
-
-def _batch(x, y, dtype, device, *, vector_y: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(x, y, *, vector_y: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the checked batch: ``x`` of shape ``(N, d)``, ``y`` of shape ``(N,)`` (or ``(N, d_out)``)."""
-    x = _checks.matrix("x", x, dtype=dtype, device=device)
+    x = _checks.matrix("x", x)
     as_vector = vector_y or (y.ndim if hasattr(y, "ndim") else np.ndim(y)) == 1
     y = (_checks.vector if as_vector else _checks.matrix)("y", y, dtype=x.dtype, device=x.device)
     if y.shape[0] != x.shape[0]:
@@ -114,27 +107,20 @@ def _statistics(model: MLP, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.
 
 
 def coord_check(
-    parametrization: str | ABC,
-    widths: Sequence[int],
+    models: Family,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
     lr: float,
     steps: int = 3,
-    depth: int = 2,
-    activation: str = "relu",
     optimizer: str = "sgd",
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = SEEDS,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mse_loss,
-    zero_readout: bool = False,
-    base_width: int = 1,
-    bias: bool = False,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
 ) -> CoordCheck:
-    """Return the coordinate sizes of an :class:`~ntk_lib.models.MLP` over widths and steps.
+    """Return the coordinate sizes of the networks of ``models`` over widths and steps.
 
-    For each width and seed, builds ``MLP(d_in, width, depth, parametrization=...)`` and
+    For each width and seed, builds the network ``models[width](generator(seed))`` (an
+    :class:`~ntk_lib.models.MLP`, e.g. from :func:`~ntk_lib.families.mlp_family`) and
     takes ``steps`` full-batch steps on ``loss(f(x), y)`` (default the course's MSE
     ``(1/2D) sum (f - y)^2``) with per-layer rates ``lr * n^{-c}`` from
     :meth:`~ntk_lib.models.MLP.param_groups`, recording every layer before each step and
@@ -144,47 +130,42 @@ def coord_check(
     width-independent Adam rate does to each parametrization.
 
     Args:
-        parametrization: a name (``"sp"``, ``"ntk"``, ``"mup"``, ...) or an
-            :class:`~ntk_lib.parametrizations.ABC`.
-        widths: at least two widths.
+        models: ``{width: factory}`` with at least two widths (:mod:`ntk_lib.families`).
         x, y: the batch, ``x`` of shape ``(N, d)``; ``y`` of shape ``(N,)``, or
-            ``(N, d_out)`` for a vector output.
-        zero_readout: start the readout weights (and bias) at zero, as muP practice does.
-        base_width: see :class:`~ntk_lib.models.MLP`.
-        bias: whether the layers have biases (the theory is about bias-free networks).
+            ``(N, d_out)`` for a vector output. Moved to the networks' device and dtype.
 
     Raises:
         DivergenceError: when a coordinate becomes non-finite (lower ``lr``).
     """
-    widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
-    if len(widths) < 2 or len(set(widths)) != len(widths):
-        raise ValueError(f"widths must hold at least two distinct widths; got {list(widths)}")
+    widths = check_family("models", models, minimum=2)
     lr = _checks.real("lr", lr, positive=True)
     steps = _checks.nonnegative_int("steps", steps)
-    depth = _checks.positive_int("depth", depth)
     _checks.choice("optimizer", optimizer, OPTIMIZERS)
-    seeds = _seeds(seeds)
-    x, y = _batch(x, y, dtype, device, vector_y=False)
-    d_out = 1 if y.ndim == 1 else y.shape[1]
-    names = (*[f"h{l}" for l in range(1, depth + 1)], *[f"x{l}" for l in range(1, depth + 1)], "f")
-    size = torch.zeros(len(widths), steps + 1, len(names), dtype=torch.float64)
-    change = torch.zeros_like(size)
+    seeds = check_seeds(seeds)
+    x, y = _batch(x, y, vector_y=False)
+    size = change = names = None
     for i, width in enumerate(widths):
         for seed in seeds:
-            model = MLP(
-                x.shape[1], width, depth, activation=activation, parametrization=parametrization,
-                base_width=base_width, bias=bias, d_out=d_out, seed=seed, device=x.device, dtype=x.dtype,
-            )
-            if zero_readout:
-                with torch.no_grad():
-                    for p in model.layers[-1].parameters():
-                        p.zero_()
+            model = _mlp(build(models, width, seed))
+            xm, ym = like_model(model, x=x, y=y)
+            if names is None:
+                depth = model.depth
+                names = (*[f"h{l}" for l in range(1, depth + 1)],
+                         *[f"x{l}" for l in range(1, depth + 1)], "f")
+                size = torch.zeros(len(widths), steps + 1, len(names), dtype=torch.float64)
+                change = torch.zeros_like(size)
+            if model.depth != len(names) // 2:
+                raise ValueError(f"models must share one depth; width {width} has {model.depth}, "
+                                 f"width {widths[0]} has {len(names) // 2}")
             groups = model.param_groups(lr)
             opt = torch.optim.SGD(groups, lr=lr) if optimizer == "sgd" else torch.optim.Adam(groups, lr=lr)
             for t in range(steps + 1):
-                stats, out = _statistics(model, x)
+                stats, out = _statistics(model, xm)
                 if t == 0:
                     first = stats
+                    if out.shape != ym.shape:
+                        raise ValueError(f"y must have the networks' output shape {tuple(out.shape)}; "
+                                         f"got {tuple(y.shape)}")
                 for k, (s, s0) in enumerate(zip(stats, first)):
                     size[i, t, k] += float(s.abs().mean()) / len(seeds)
                     change[i, t, k] += float((s - s0).abs().mean()) / len(seeds)
@@ -192,9 +173,16 @@ def coord_check(
                     raise DivergenceError(t, math.inf)
                 if t < steps:
                     opt.zero_grad(set_to_none=True)
-                    loss(out, y).backward()
+                    loss(out, ym).backward()
                     opt.step()
     return CoordCheck(widths, names, size, change)
+
+
+def _mlp(model: torch.nn.Module) -> MLP:
+    if not isinstance(model, MLP):
+        raise TypeError(f"models must build ntk_lib.models.MLP networks (their layers are recorded); "
+                        f"got {type(model).__name__}")
+    return model
 
 
 @dataclass(frozen=True)
@@ -211,28 +199,21 @@ class MaxLR:
     prefactor: float
 
 
-def _stable(model_factory: Callable[[], MLP], x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> bool:
+def _stable(model_factory: Callable[[], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> bool:
     """Whether ``steps`` of full-batch GD at ``lr`` keep the loss finite and end below where it began."""
     history = train_gd(model_factory(), x, y, lr=lr, steps=steps, divergence_factor=1e4)
     return not history.diverged and bool(history.loss[-1] < history.loss[0])
 
 
 def max_stable_lr(
-    parametrization: str | ABC,
-    widths: Sequence[int],
+    models: Family,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    depth: int = 2,
-    activation: str = "relu",
     steps: int = 20,
     lr_range: tuple[float, float] = (1e-4, 1e4),
     iters: int = 12,
-    seeds: Sequence[int] = (0,),
-    base_width: int = 1,
-    bias: bool = False,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
+    seeds: Sequence[int] = SEEDS,
 ) -> MaxLR:
     """Return the maximal stable learning rate ``eta`` at each width, and its exponent in the width.
 
@@ -246,31 +227,29 @@ def max_stable_lr(
     Raises:
         ValueError: if the low end of ``lr_range`` is already unstable or the high end stable.
     """
-    widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
-    if len(widths) < 2:
-        raise ValueError(f"widths must hold at least two widths; got {list(widths)}")
+    widths = check_family("models", models, minimum=2)
     lo0, hi0 = (_checks.real(f"lr_range[{i}]", v, positive=True) for i, v in enumerate(lr_range))
     if lo0 >= hi0:
         raise ValueError(f"lr_range must be (low, high) with low < high; got {tuple(lr_range)}")
     iters = _checks.positive_int("iters", iters)
     steps = _checks.positive_int("steps", steps)
-    seeds = _seeds(seeds)
-    x, y = _batch(x, y, dtype, device, vector_y=True)
+    seeds = check_seeds(seeds)
+    x, y = _batch(x, y, vector_y=True)
     rates = []
     for width in widths:
         logs = []
         for seed in seeds:
-            def factory() -> MLP:
-                return MLP(x.shape[1], width, depth, activation=activation, parametrization=parametrization,
-                           base_width=base_width, bias=bias, seed=seed, device=x.device, dtype=x.dtype)
+            def factory() -> torch.nn.Module:
+                return build(models, width, seed)
+            xm, ym = like_model(factory(), x=x, y=y)
             lo, hi = math.log(lo0), math.log(hi0)
-            if not _stable(factory, x, y, lo0, steps):
+            if not _stable(factory, xm, ym, lo0, steps):
                 raise ValueError(f"lr_range low end {lo0:g} is already unstable at width {width}: lower it")
-            if _stable(factory, x, y, hi0, steps):
+            if _stable(factory, xm, ym, hi0, steps):
                 raise ValueError(f"lr_range high end {hi0:g} is still stable at width {width}: raise it")
             for _ in range(iters):
                 mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if _stable(factory, x, y, math.exp(mid), steps) else (lo, mid)
+                lo, hi = (mid, hi) if _stable(factory, xm, ym, math.exp(mid), steps) else (lo, mid)
             logs.append(lo)
         rates.append(math.exp(float(np.mean(logs))))
     exponent, prefactor = loglog_slope(widths, rates)

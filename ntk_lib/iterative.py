@@ -61,9 +61,9 @@ class IterativeHistory:
             ``steps`` at the end).
         test_loss, test_accuracy: the linear model's loss and accuracy on the test set then.
         refresh_steps: the steps at which the features were computed (``0`` included).
-        ntk_change: ``||Theta_i - Theta_{i-1}||_F / ||Theta_{i-1}||_F``, the empirical NTK on
+        ntk_change_between_refreshes: ``||Theta_i - Theta_{i-1}||_F / ||Theta_{i-1}||_F``, the empirical NTK on
             the probe set between consecutive refreshes and the end, if ``ntk_probe``.
-        ntk_change_from_init: ``||Theta_i - Theta_0||_F / ||Theta_0||_F`` at the same times.
+        ntk_change_since_init: ``||Theta_i - Theta_0||_F / ||Theta_0||_F`` at the same times.
         drift: with ``K="adaptive"``, the drift measured at each step (0 right after a refresh).
         path: the path that computed the steps, ``"jvp"`` or ``"materialize"``.
         expansion_point: ``theta_s`` of the last refresh, by parameter name, on the model's
@@ -77,8 +77,8 @@ class IterativeHistory:
     test_loss: torch.Tensor | None = None
     test_accuracy: torch.Tensor | None = None
     refresh_steps: list[int] = field(default_factory=list)
-    ntk_change: torch.Tensor | None = None
-    ntk_change_from_init: torch.Tensor | None = None
+    ntk_change_between_refreshes: torch.Tensor | None = None
+    ntk_change_since_init: torch.Tensor | None = None
     drift: torch.Tensor | None = None
     path: str = ""
     expansion_point: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -448,8 +448,8 @@ class _Recorder:
             test_loss=f64(self.test_loss, testing),
             test_accuracy=f64(self.test_acc, bool(self.test_acc)),
             refresh_steps=self.refresh_steps,
-            ntk_change=f64(self.ntk_change, self.probe is not None),
-            ntk_change_from_init=f64(self.ntk_from_init, self.probe is not None),
+            ntk_change_between_refreshes=f64(self.ntk_change, self.probe is not None),
+            ntk_change_since_init=f64(self.ntk_from_init, self.probe is not None),
             drift=f64(self.drift, adaptive),
             path="" if engine is None else engine.name,
             expansion_point={} if engine is None else dict(zip(net.names, engine.theta_s)),

@@ -27,13 +27,15 @@ Taught in lesson 05.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from . import _checks
+from .device import generator
 from .dynamics import TrainHistory, train_gd
+from .families import SEEDS, Factory, Family, build, check_family, check_seeds, check_widths, like_model
 from .models import MLP
 from .parametrizations import ABC
 from .plotting import loglog_slope
@@ -195,6 +197,22 @@ def scaled_mlp(
     return model
 
 
+def family(d_in: int, widths: Sequence[int], q: float, **model_kw) -> dict[int, Factory]:
+    """Return ``{width: factory}`` of :func:`scaled_mlp` networks with output scale ``D^{-q}``.
+
+    ``model_kw`` go to :func:`scaled_mlp` (``activation``, ``sigma_w``, ``sigma_b``,
+    ``device``, ``dtype``); the factories take the generator of the seed
+    (:mod:`ntk_lib.families`). What :func:`sweep` takes, one family per ``q``.
+    """
+    widths = check_widths("widths", widths, minimum=1)
+    scaled_mlp(d_in, 1, q, **model_kw)  # every option checked now, on a width-1 network
+
+    def factory(width: int) -> Factory:
+        return lambda gen: scaled_mlp(d_in, width, q, seed=gen, **model_kw)
+
+    return {w: factory(w) for w in widths}
+
+
 def train_scaled(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -216,12 +234,16 @@ def train_scaled(
     ``dtype``). With ``record_ntk`` the empirical NTK is recorded at the first and last
     step only. A run that diverges is returned with ``history.diverged`` set.
     """
-    x = _checks.matrix("x", x, dtype=model_kw.get("dtype", torch.float64),
-                       device=model_kw.get("device"))
     seed = _checks.nonnegative_int("seed", seed)
-    model = scaled_mlp(x.shape[1], width, q, seed=seed, **model_kw)
-    x = x.to(device=model.layers[0].weight.device, dtype=model.layers[0].weight.dtype)
-    y = y.to(device=x.device, dtype=x.dtype)
+    x = _checks.matrix("x", x)
+    model = scaled_mlp(x.shape[1], width, q, seed=generator(seed), **model_kw)
+    return _train_run(model, x, y, float(q), seed, lr=lr, steps=steps, record_ntk=record_ntk)
+
+
+def _train_run(model: MLP, x: torch.Tensor, y: torch.Tensor, q: float, seed: int, *, lr: float,
+               steps: int, record_ntk: bool) -> ScaledRun:
+    """Train ``model`` (one member of the family of ``q``) and measure what moved."""
+    x, y = like_model(model, x=x, y=torch.as_tensor(y))
     before = hidden_features(model, x)
     steps = _checks.nonnegative_int("steps", steps)
     ntk_every = max(steps, 1) if record_ntk else None
@@ -229,7 +251,7 @@ def train_scaled(
     diverged = history.diverged
     feature = math.nan if diverged else relative_change(before, hidden_features(model, x))
     ntk = float(history.ntk_change()[-1]) if record_ntk and not diverged else math.nan
-    return ScaledRun(float(q), int(width), seed, feature, ntk, history, model)
+    return ScaledRun(q, model.widths[0], seed, feature, ntk, history, model)
 
 
 @dataclass(frozen=True)
@@ -274,30 +296,36 @@ class Sweep:
 
 
 def sweep(
+    families: Mapping[float, Family],
     x: torch.Tensor,
     y: torch.Tensor,
-    qs: Sequence[float],
-    widths: Sequence[int],
-    seeds: Sequence[int] = (0, 1, 2),
     *,
     lr: float,
     steps: int,
+    seeds: Sequence[int] = SEEDS,
     record_ntk: bool = True,
     progress: bool = False,
-    **model_kw,
 ) -> Sweep:
-    """Return the :class:`Sweep` of :func:`train_scaled` over ``qs``, ``widths`` and ``seeds``.
+    """Return the :class:`Sweep` of training every network of ``families`` for every seed.
 
-    Every run trains for the same ``steps`` at the same ``lr`` (times ``D^{2q-1}``). Lesson
-    05 fits the slopes against width: ``q - 1`` for the features (Yang & Hu 2021).
+    ``families`` maps each exponent ``q`` to its ``{width: factory}`` (:func:`family`);
+    all must share the same widths. Every run trains for the same ``steps`` at the same
+    ``lr`` (times ``D^{2q-1}``, from the networks' per-layer rates). Lesson 05 fits the
+    slopes against width: ``q - 1`` for the features (Yang & Hu 2021).
     """
-    qs = tuple(_checks.real(f"qs[{i}]", q) for i, q in enumerate(_sequence("qs", qs)))
-    widths = tuple(
-        _checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(_sequence("widths", widths))
-    )
-    seeds = tuple(
-        _checks.nonnegative_int(f"seeds[{i}]", s) for i, s in enumerate(_sequence("seeds", seeds))
-    )
+    if not isinstance(families, Mapping) or not families:
+        raise TypeError(
+            "families must be a non-empty {q: {width: factory}} mapping (see ntk_lib.lazy.family); "
+            f"got {families!r:.60}"
+        )
+    qs = tuple(_checks.real(f"families' q #{i}", q) for i, q in enumerate(families))
+    widths = check_family(f"families[{qs[0]}]", families[qs[0]])
+    for q in qs[1:]:
+        if check_family(f"families[{q}]", families[q]) != widths:
+            raise ValueError(f"families must share one list of widths; families[{q}] has "
+                             f"{list(families[q])}, families[{qs[0]}] has {list(widths)}")
+    seeds = check_seeds(seeds)
+    x = _checks.matrix("x", x)
     shape = (len(qs), len(widths), len(seeds))
     feature, ntk, loss = (torch.full(shape, math.nan, dtype=torch.float64) for _ in range(3))
     jobs = [(i, j, k) for i in range(shape[0]) for j in range(shape[1]) for k in range(shape[2])]
@@ -306,8 +334,8 @@ def sweep(
 
         jobs = tqdm(jobs, leave=False)
     for i, j, k in jobs:
-        run = train_scaled(x, y, qs[i], widths[j], lr=lr, steps=steps, seed=seeds[k],
-                           record_ntk=record_ntk, **model_kw)
+        model = build(families[qs[i]], widths[j], seeds[k])
+        run = _train_run(model, x, y, qs[i], seeds[k], lr=lr, steps=steps, record_ntk=record_ntk)
         feature[i, j, k], ntk[i, j, k] = run.feature_change, run.ntk_change
         loss[i, j, k] = math.nan if run.history.diverged else run.final_loss
     return Sweep(qs, widths, seeds, feature, ntk, loss)
@@ -355,9 +383,3 @@ def linear_probe(
     coef = torch.linalg.solve(gram + lam * eye, y - y.mean())
     pred = y.mean() + phi_t @ (phi.T @ coef)
     return float(((pred - y_t) ** 2).mean() / y_t.var())
-
-
-def _sequence(name: str, values: Sequence) -> Sequence:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
-        raise ValueError(f"{name} must be a non-empty sequence; got {values!r}")
-    return values

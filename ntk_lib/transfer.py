@@ -28,9 +28,9 @@ import torch
 
 from . import _checks
 from .dynamics import DivergenceError, mse_loss
+from .families import SEEDS, Family, build, check_family, check_seeds, like_model
 from .lazy import hidden_features, relative_change
 from .models import MLP
-from .parametrizations import ABC
 
 METRICS: tuple[str, ...] = ("loss", "test_loss")
 """What :meth:`LRSweep.best_lr` can minimise."""
@@ -48,7 +48,6 @@ class LRSweep:
     ``initial_loss[i]`` is the training loss at initialisation (mean over seeds).
     """
 
-    parametrization: str | ABC
     widths: tuple[int, ...]
     lrs: tuple[float, ...]
     loss: torch.Tensor
@@ -106,28 +105,22 @@ def _targets(name: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def lr_sweep(
-    parametrization: str | ABC,
-    widths: Sequence[int],
-    lrs: Sequence[float],
+    models: Family,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
+    lrs: Sequence[float],
     steps: int,
     x_test: torch.Tensor | None = None,
     y_test: torch.Tensor | None = None,
-    depth: int = 2,
-    activation: str = "relu",
-    base_width: int = 64,
-    bias: bool = False,
-    seeds: Sequence[int] = (0,),
+    seeds: Sequence[int] = SEEDS,
     divergence_factor: float = 1e6,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
 ) -> LRSweep:
     """Return the final losses of full-batch gradient descent on a grid of widths x learning rates.
 
-    For each width ``n``, rate ``eta`` and seed, trains ``MLP(d, n, depth,
-    parametrization=..., base_width=...)`` for ``steps`` steps of full-batch gradient
+    For each width ``n``, rate ``eta`` and seed, trains ``models[n](generator(seed))``
+    (e.g. :func:`~ntk_lib.families.mlp_family` with a ``parametrization`` and a
+    ``base_width``) for ``steps`` steps of full-batch gradient
     descent (as :func:`~ntk_lib.dynamics.train_gd`) on
     ``L = (1/2D) sum_alpha ||f(x_alpha) - y_alpha||^2`` with per-layer rates ``eta n^{-c}``
     (the network's ``param_groups``). With a
@@ -137,29 +130,22 @@ def lr_sweep(
     ``divergence_factor`` times its initial value.
 
     Args:
-        parametrization: ``"standard"``/``"sp"``, ``"mup"``, ``"ntk"``, ... or an
-            :class:`~ntk_lib.parametrizations.ABC`.
-        widths, lrs: at least one width and one (positive) learning rate.
+        models: ``{width: factory}`` with at least one width (:mod:`ntk_lib.families`).
         x, y: the training set; ``y`` of shape ``(D,)`` or ``(D, d_out)`` (e.g. one-hot).
+            Moved to the networks' device and dtype.
+        lrs: at least one (positive) learning rate.
         x_test, y_test: an optional test set; with ``(N, d_out)`` one-hot targets the
             accuracy (argmax of the output against argmax of the target) is recorded too.
         seeds: initialisation seeds; losses are averaged over them.
-        device, dtype: where and in which precision to train (defaults: ``x``'s device,
-            float32).
     """
-    widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
+    widths = check_family("models", models)
     lrs = tuple(_checks.real(f"lrs[{i}]", v, positive=True) for i, v in enumerate(lrs))
-    if not widths or not lrs:
-        raise ValueError(
-            f"widths and lrs must each hold at least one value; got {list(widths)} and {list(lrs)}"
-        )
+    if not lrs:
+        raise ValueError(f"lrs must hold at least one value; got {list(lrs)}")
     steps = _checks.positive_int("steps", steps)
-    depth = _checks.positive_int("depth", depth)
-    seeds = tuple(_checks.nonnegative_int(f"seeds[{i}]", s) for i, s in enumerate(seeds))
-    if not seeds:
-        raise ValueError("seeds must hold at least one seed; got none")
+    seeds = check_seeds(seeds)
     divergence_factor = _checks.real("divergence_factor", divergence_factor, positive=True)
-    x = _checks.matrix("x", x, dtype=dtype or torch.float32, device=device)
+    x = _checks.matrix("x", x)
     y = _targets("y", y, x)
     if (x_test is None) != (y_test is None):
         raise ValueError("give both x_test and y_test, or neither")
@@ -180,22 +166,20 @@ def lr_sweep(
     for i, width in enumerate(widths):
         for j, lr in enumerate(lrs):
             for seed in seeds:
-                model = MLP(
-                    x.shape[1], width, depth, activation=activation,
-                    parametrization=parametrization, base_width=base_width, bias=bias,
-                    d_out=d_out, seed=seed, device=x.device, dtype=x.dtype,
-                )
+                model = build(models, width, seed)
+                xm, ym = like_model(model, x=x, y=y)
                 if j == 0 and x_test is not None:
-                    metrics0 = _test_metrics(model, x_test, y_test)
+                    test = like_model(model, x=x_test, y=y_test)
+                    metrics0 = _test_metrics(model, *test)
                     initial[1:, i] += torch.tensor(metrics0, dtype=torch.float64) / len(seeds)
-                first, last = _train(model, x, y, lr, steps, divergence_factor)
+                first, last = _train(model, xm, ym, lr, steps, divergence_factor)
                 if j == 0:
                     initial[0, i] += first / len(seeds)
                 diverged[i, j] |= last is None
                 if last is not None:
                     loss[i, j] += last / len(seeds)
                     if x_test is not None:
-                        metrics = _test_metrics(model, x_test, y_test)
+                        metrics = _test_metrics(model, *like_model(model, x=x_test, y=y_test))
                         test_loss[i, j] += metrics[0] / len(seeds)
                         accuracy[i, j] += metrics[1] / len(seeds)
     # Where some seed diverged, the whole entry reports the values at initialisation.
@@ -203,7 +187,7 @@ def lr_sweep(
                                  for k, v in enumerate((loss, test_loss, accuracy)))
     has_test = x_test is not None
     return LRSweep(
-        parametrization, widths, lrs, loss, diverged, initial[0],
+        widths, lrs, loss, diverged, initial[0],
         test_loss if has_test else None, accuracy if has_test and d_out > 1 else None,
     )
 
@@ -295,7 +279,6 @@ class Pretraining:
     features ``x^L`` of ``x_features`` before and after training, shape ``(N_f, widths[i])``.
     """
 
-    parametrization: str | ABC
     widths: tuple[int, ...]
     steps: tuple[int, ...]
     kernel_change: torch.Tensor
@@ -305,8 +288,7 @@ class Pretraining:
 
 
 def pretrain(
-    parametrization: str | ABC,
-    widths: Sequence[int],
+    models: Family,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -314,20 +296,14 @@ def pretrain(
     steps: int,
     every: int = 10,
     x_features: torch.Tensor | None = None,
-    depth: int = 2,
-    activation: str = "relu",
-    base_width: int = 64,
-    bias: bool = False,
     seed: int = 0,
     centre: bool = True,
     divergence_factor: float = 1e6,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
 ) -> Pretraining:
     """Return the feature-kernel movement and the features of networks pretrained at several widths.
 
-    At each width, trains ``MLP(d, n, depth, parametrization=..., base_width=...)`` by
-    full-batch gradient descent on ``(1/2D) sum_alpha ||f(x_alpha) - y_alpha||^2`` (per-layer
+    At each width ``n``, trains the :class:`~ntk_lib.models.MLP` ``models[n](generator(seed))``
+    by full-batch gradient descent on ``(1/2D) sum_alpha ||f(x_alpha) - y_alpha||^2`` (per-layer
     rates) and records, every ``every`` steps, ``||K_t - K_0||_F / ||K_0||_F`` for the feature
     kernel ``K_t = x^L_t(x)^T x^L_t(x) / n`` (:func:`feature_kernel`), centred by default
     (see :func:`kernel_change`). In the NTK limit it does not move (at finite width its
@@ -339,45 +315,38 @@ def pretrain(
         DivergenceError: if training diverges (loss non-finite or ``divergence_factor`` times
             its initial value): lower ``lr``.
     """
-    widths = tuple(_checks.positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
-    if not widths:
-        raise ValueError("widths must hold at least one width; got none")
+    widths = check_family("models", models)
     lr = _checks.real("lr", lr, positive=True)
     steps = _checks.positive_int("steps", steps)
     every = _checks.positive_int("every", every)
-    depth = _checks.positive_int("depth", depth)
+    seed = _checks.nonnegative_int("seed", seed)
     divergence_factor = _checks.real("divergence_factor", divergence_factor, positive=True)
-    x = _checks.matrix("x", x, dtype=dtype or torch.float32, device=device)
+    x = _checks.matrix("x", x)
     y = _targets("y", y, x)
     xf = x
     if x_features is not None:
-        xf = _checks.matrix(
-            "x_features", x_features, cols=x.shape[1], dtype=x.dtype, device=x.device
-        )
+        xf = _checks.matrix("x_features", x_features, cols=x.shape[1], dtype=x.dtype, device=x.device)
     marks = tuple(sorted({*range(0, steps, every), steps}))
     change = torch.zeros(len(widths), len(marks), dtype=torch.float64)
     loss = torch.zeros(len(widths), dtype=torch.float64)
     before, after = [], []
     for i, width in enumerate(widths):
-        model = MLP(
-            x.shape[1], width, depth, activation=activation, parametrization=parametrization,
-            base_width=base_width, bias=bias, d_out=1 if y.ndim == 1 else y.shape[1], seed=seed,
-            device=x.device, dtype=x.dtype,
-        )
-        k0 = feature_kernel(model, x)
-        before.append(hidden_features(model, xf).to("cpu", torch.float64))
+        model = build(models, width, seed)
+        xm, ym, xfm = like_model(model, x=x, y=y, xf=xf)
+        k0 = feature_kernel(model, xm)
+        before.append(hidden_features(model, xfm).to("cpu", torch.float64))
         initial = None
         for k in range(1, len(marks)):
             first, last = _train(
-                model, x, y, lr, marks[k] - marks[k - 1], divergence_factor, initial
+                model, xm, ym, lr, marks[k] - marks[k - 1], divergence_factor, initial
             )
             initial = first if initial is None else initial
             if last is None:
                 raise DivergenceError(marks[k], math.inf)
-            change[i, k] = kernel_change(k0, feature_kernel(model, x), centre=centre)
+            change[i, k] = kernel_change(k0, feature_kernel(model, xm), centre=centre)
         loss[i] = last
-        after.append(hidden_features(model, xf).to("cpu", torch.float64))
-    return Pretraining(parametrization, widths, marks, change, loss, tuple(before), tuple(after))
+        after.append(hidden_features(model, xfm).to("cpu", torch.float64))
+    return Pretraining(widths, marks, change, loss, tuple(before), tuple(after))
 
 
 def few_shot(labels: torch.Tensor, shots: int, *, seed: int = 0) -> torch.Tensor:

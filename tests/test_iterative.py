@@ -423,9 +423,9 @@ def test_history_records_refreshes_evaluations_and_ntk_change():
         and h.test_accuracy is None
     )
     assert h.loss.shape == (35,) and h.accuracy is None and h.drift is None
-    assert h.ntk_change.shape == (4,) and h.ntk_change_from_init.shape == (4,)
+    assert h.ntk_change_between_refreshes.shape == (4,) and h.ntk_change_since_init.shape == (4,)
     theta_t = empirical_ntk(model, x[:6])
-    assert h.ntk_change_from_init[-1].item() == pytest.approx(
+    assert h.ntk_change_since_init[-1].item() == pytest.approx(
         ((theta_t - theta0).norm() / theta0.norm()).item(), rel=1e-9
     )
     # test loss at a refresh step is the network's own

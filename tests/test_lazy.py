@@ -9,6 +9,7 @@ import torch
 
 from ntk_lib import data, empirical_ntk
 from ntk_lib.lazy import (
+    family,
     hidden_features,
     kappa_ratio,
     linear_probe,
@@ -111,7 +112,8 @@ def test_feature_change_exponent_is_minus_r():
     the q = 1/2 runs (their random f_0 sets how much must be learned).
     """
     x, y = _task(16)
-    res = sweep(x, y, (0.5, 1.0), (64, 256, 1024), (0, 1, 2), lr=1.0, steps=100, device="cpu")
+    families = {q: family(2, (64, 256, 1024), q, device="cpu") for q in (0.5, 1.0)}
+    res = sweep(families, x, y, seeds=(0, 1, 2), lr=1.0, steps=100)
     assert res.feature.shape == (2, 3, 3) and torch.isfinite(res.loss).all()
     slopes = res.slopes("feature")
     assert slopes[0].item() == pytest.approx(-0.5, abs=0.15)
@@ -125,10 +127,14 @@ def test_feature_change_exponent_is_minus_r():
 
 def test_sweep_rejects_bad_grids():
     x, y = _task()
-    with pytest.raises(ValueError, match="widths must be a non-empty sequence"):
-        sweep(x, y, (0.5,), (), lr=1.0, steps=1)
+    with pytest.raises(ValueError, match="widths must hold at least one width"):
+        family(2, (), 0.5)
     with pytest.raises(ValueError, match=r"widths\[0\] must be a positive integer"):
-        sweep(x, y, (0.5,), (0,), lr=1.0, steps=1)
+        family(2, (0,), 0.5)
+    with pytest.raises(TypeError, match="families must be a non-empty"):
+        sweep({}, x, y, lr=1.0, steps=1)
+    with pytest.raises(ValueError, match="share one list of widths"):
+        sweep({0.5: family(2, (8, 16), 0.5), 1.0: family(2, (8,), 1.0)}, x, y, lr=1.0, steps=1)
 
 
 def test_linear_probe_exact_on_linear_targets_and_mean_when_overregularised():

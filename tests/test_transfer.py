@@ -10,6 +10,7 @@ import torch
 
 from ntk_lib import MLP, data
 from ntk_lib.dynamics import DivergenceError, train_gd
+from ntk_lib.families import mlp_family
 from ntk_lib.kernels import nngp_ntk
 from ntk_lib.lazy import hidden_features
 from ntk_lib.parametrizations import ABC, preset
@@ -27,6 +28,12 @@ F64 = torch.float64
 NTK_AT_BASE = ABC(preset("ntk", 2).a, preset("ntk", 2).b, 0.0)
 
 
+def _mlps(parametrization, widths, base_width=64, **kw):
+    """Depth-2 bias-free MLPs on the digits (64 inputs, 10 outputs), on the CPU."""
+    return mlp_family(64, widths, 2, d_out=10, parametrization=parametrization,
+                      base_width=base_width, device="cpu", **kw)
+
+
 @cache
 def _all_digits():
     return data.digits(1697, 100, seed=0, device="cpu")[:2]
@@ -41,9 +48,8 @@ def _digits(n: int = 32, start: int = 0):
 def test_mup_and_sp_sweeps_coincide_at_the_base_width_only():
     """muP with base width B is SP at width B (bit for bit), and differs from it when wider."""
     x, y, _ = _digits()
-    kw = dict(steps=5, base_width=16, x_test=x[:8], y_test=y[:8])
-    lrs = (0.05, 0.5, 1e4)
-    sp, mup = (lr_sweep(p, (16, 64), lrs, x, y, **kw) for p in ("standard", "mup"))
+    kw = dict(steps=5, x_test=x[:8], y_test=y[:8], lrs=(0.05, 0.5, 1e4), seeds=(0,))
+    sp, mup = (lr_sweep(_mlps(p, (16, 64), 16), x, y, **kw) for p in ("standard", "mup"))
     assert torch.equal(sp.loss[0], mup.loss[0]) and torch.equal(sp.diverged[0], mup.diverged[0])
     assert torch.equal(sp.test_loss[0], mup.test_loss[0])
     assert not torch.allclose(sp.loss[1], mup.loss[1])
@@ -51,7 +57,7 @@ def test_mup_and_sp_sweeps_coincide_at_the_base_width_only():
 
 def test_sweep_loss_is_the_loss_of_train_gd():
     x, y, _ = _digits(24)
-    sweep = lr_sweep("mup", (48,), (0.3,), x, y, steps=7, base_width=16, seeds=(3,), dtype=F64)
+    sweep = lr_sweep(_mlps("mup", (48,), 16, dtype=F64), x, y, lrs=(0.3,), steps=7, seeds=(3,))
     model = MLP(64, 48, 2, parametrization="mup", base_width=16, bias=False, d_out=10, seed=3,
                 dtype=F64, device="cpu")
     history = train_gd(model, x.to(F64), y.to(F64), lr=0.3, steps=7)
@@ -61,8 +67,8 @@ def test_sweep_loss_is_the_loss_of_train_gd():
 
 def test_divergence_is_flagged_and_every_value_stays_finite():
     x, y, _ = _digits()
-    sweep = lr_sweep("standard", (16, 128), (0.01, 1e4), x, y, steps=10,
-                     x_test=x[:10], y_test=y[:10])
+    sweep = lr_sweep(_mlps("standard", (16, 128)), x, y, lrs=(0.01, 1e4), steps=10,
+                     x_test=x[:10], y_test=y[:10], seeds=(0,))
     assert sweep.diverged[:, 1].all() and not sweep.diverged[:, 0].any()
     for values in (sweep.loss, sweep.test_loss, sweep.test_accuracy):
         assert torch.isfinite(values).all()
@@ -78,7 +84,7 @@ def test_best_lr_drifts_under_sp_and_stays_under_mup():
     and muP's by at most one grid step (measured on three data subsets and seeds)."""
     x, y, _ = _digits(32)
     lrs = [2.0**k for k in range(-6, 2)]
-    best = {p: lr_sweep(p, (16, 256), lrs, x, y, steps=20, base_width=16).best_lr()
+    best = {p: lr_sweep(_mlps(p, (16, 256), 16), x, y, lrs=lrs, steps=20, seeds=(0,)).best_lr()
             for p in ("standard", "mup")}
     assert best["standard"][1] <= best["standard"][0] / 4
     assert 0.5 <= best["mup"][1] / best["mup"][0] <= 2
@@ -86,7 +92,7 @@ def test_best_lr_drifts_under_sp_and_stays_under_mup():
 
 def test_best_lr_refuses_what_it_cannot_answer():
     x, y, _ = _digits(16)
-    sweep = lr_sweep("standard", (16,), (1e4,), x, y, steps=3)
+    sweep = lr_sweep(_mlps("standard", (16,)), x, y, lrs=(1e4,), steps=3)
     with pytest.raises(ValueError, match="every learning rate diverged at width 16"):
         sweep.best_lr()
     with pytest.raises(ValueError, match="x_test"):
@@ -100,11 +106,11 @@ def test_best_lr_refuses_what_it_cannot_answer():
     [
         (dict(lrs=(-0.1,)), ValueError, r"lrs\[0\] must be > 0"),
         (dict(lrs=()), ValueError, "at least one value"),
-        (dict(widths=(0,)), ValueError, r"widths\[0\]"),
-        (dict(widths=(16.0,)), TypeError, r"widths\[0\]"),
+        (dict(models={0: lambda g: None}), ValueError, r"models widths\[0\]"),
+        (dict(models={16.0: lambda g: None}), TypeError, r"models widths\[0\]"),
+        (dict(models={}), ValueError, "at least one width"),
         (dict(steps=0), ValueError, "steps"),
         (dict(seeds=()), ValueError, "seeds"),
-        (dict(parametrization="muP"), ValueError, "parametrization"),
         (dict(y=torch.zeros(5, 10)), ValueError, r"y must have shape \(16,\)"),
         (dict(x_test=torch.zeros(4, 64)), ValueError, "both x_test and y_test"),
         (dict(x_test=torch.zeros(4, 64), y_test=torch.zeros(4, 3)), ValueError, "y_test"),
@@ -113,7 +119,7 @@ def test_best_lr_refuses_what_it_cannot_answer():
 )
 def test_lr_sweep_rejects_bad_input(kwargs, error, match):
     x, y, _ = _digits(16)
-    args = dict(parametrization="mup", widths=(16,), lrs=(0.1,), x=x, y=y, steps=2)
+    args = dict(models=_mlps("mup", (16,)), lrs=(0.1,), x=x, y=y, steps=2)
     args.update(kwargs)
     with pytest.raises(error, match=match):
         lr_sweep(**args)
@@ -154,7 +160,7 @@ def test_feature_kernel_moves_under_mup_and_freezes_under_ntk():
     """Same network at the base width 32; 32x wider the NTK feature kernel moves much less
     (theory: 1/n, i.e. 1/32; measured ~0.05-0.1) while muP's keeps an order-one change."""
     x, y, _ = _digits(32)
-    runs = {p: pretrain(p, (32, 1024), x, y, lr=0.1, steps=30, every=15, base_width=32)
+    runs = {p: pretrain(_mlps(p, (32, 1024), 32), x, y, lr=0.1, steps=30, every=15)
             for p in ("mup", NTK_AT_BASE)}
     ntk, mup = runs[NTK_AT_BASE].kernel_change[:, -1], runs["mup"].kernel_change[:, -1]
     assert ntk[0] == pytest.approx(mup[0].item(), rel=1e-4)  # both SP at width 32
@@ -169,9 +175,9 @@ def test_feature_kernel_moves_under_mup_and_freezes_under_ntk():
 def test_pretrain_reports_divergence():
     x, y, _ = _digits(16)
     with pytest.raises(DivergenceError):
-        pretrain("standard", (64,), x, y, lr=1e4, steps=10, every=5)
+        pretrain(_mlps("standard", (64,)), x, y, lr=1e4, steps=10, every=5)
     with pytest.raises(ValueError, match="every"):
-        pretrain("mup", (64,), x, y, lr=0.1, steps=10, every=0)
+        pretrain(_mlps("mup", (64,)), x, y, lr=0.1, steps=10, every=0)
 
 
 def test_few_shot_picks_shots_per_class():
