@@ -192,8 +192,9 @@ def scaled_mlp(
     """
     model = MLP(d_in, width, 1, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
                 parametrization=output_scaling(q), seed=seed, device=device, dtype=dtype)
-    with torch.no_grad():
-        model.layers[-1].bias.zero_()
+    if model.layers[-1].bias is not None:  # None when sigma_b = 0 leaves it out
+        with torch.no_grad():
+            model.layers[-1].bias.zero_()
     return model
 
 
