@@ -341,10 +341,15 @@ def top_eigenvalue(model: torch.nn.Module, x: torch.Tensor) -> float:
     """Return ``lam = lambda_max(Theta)/D``, the normalised top eigenvalue of the NTK on ``x``.
 
     With the course's loss ``(1/2D) sum (f - y)^2`` a step of GD multiplies the residual along
-    the top eigenvector by ``1 - eta lam``, so ``2/lam`` is the critical learning rate.
+    the top eigenvector by ``1 - eta lam``, so ``2/lam`` is the critical learning rate. For a
+    model with ``K`` outputs per input (loss summed over outputs) ``Theta`` is the full
+    ``(D K) x (D K)`` kernel of all outputs.
     """
     ntk = empirical_ntk(model, x).to(torch.float64)
-    return torch.linalg.eigvalsh(ntk)[-1].item() / ntk.shape[0]
+    d = ntk.shape[0]
+    if ntk.ndim == 4:  # (D, D, K, K): the kernel of all D K outputs
+        ntk = ntk.permute(0, 2, 1, 3).reshape(d * ntk.shape[2], d * ntk.shape[2])
+    return torch.linalg.eigvalsh(ntk)[-1].item() / d
 
 
 def empirical_phase(
