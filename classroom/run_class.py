@@ -208,6 +208,12 @@ def users_environment(run_dir: Path) -> Path:
     base = Path(sys.base_prefix)
     version = "python{}.{}".format(*sys.version_info[:2])
     python = run_dir / "python"
+    if runs_as("nobody", str(base / "bin" / version), "pass") or not str(base).startswith(
+            ("/root/", "/home/")):
+        # The Python itself is reachable: the virtualenv or the checkout is not.
+        raise ClassroomError(f"other users cannot use {BIN.parent}: put the checkout and "
+                             "its virtualenv where every user can read them (e.g. under /opt, "
+                             "not /root) and run make classroom there")
 
     def link(src, dst):
         try:
@@ -394,8 +400,9 @@ def fill(release: dict, source: dict, student: str, wrong: str | None) -> dict:
 
 def secret_lines(source: dict, release: dict) -> list[str]:
     """Lines of the hidden tests and mark schemes worth searching for: not short, not code
-    comments, and not also in the student version (a hidden check may repeat a line)."""
-    visible = {ln.strip() for c in release["cells"] for ln in A.cell_source(c).splitlines()}
+    comments, and not also in the student version (a hidden check may repeat a visible
+    line, or part of one)."""
+    visible = "\n".join(A.cell_source(c) for c in release["cells"])
     mark_scheme = (getattr(A, "BEGIN_MARK_SCHEME", "BEGIN MARK SCHEME"),
                    getattr(A, "END_MARK_SCHEME", "END MARK SCHEME"))
     found = []
@@ -412,8 +419,27 @@ def secret_lines(source: dict, release: dict) -> list[str]:
 
 
 PROBE = r'''
-import json, os, sys
+import html, json, os, re, sys
 req = json.load(sys.stdin)
+
+def texts(path, raw):
+    """The file as text, and as a reader sees it: HTML without tags and entities
+    (highlighted code is split by <span>s), a notebook's cell sources and outputs."""
+    out = [raw]
+    if path.endswith((".html", ".htm")):
+        out.append(html.unescape(re.sub(r"<[^>]*>", "", raw)))
+    if path.endswith(".ipynb"):
+        try:
+            nb = json.loads(raw)
+            for cell in nb.get("cells", []):
+                src = cell.get("source", "")
+                out.append("".join(src) if isinstance(src, list) else src)
+                for o in cell.get("outputs", []):
+                    out.append(json.dumps(o, ensure_ascii=False))
+        except ValueError:
+            pass
+    return out
+
 out = {"denied": {}, "found": []}
 for path in req["must_fail"]:
     try:
@@ -436,11 +462,11 @@ for top in req["scan"]:
         for n in filenames:
             p = os.path.join(dirpath, n)
             try:
-                text = open(p, "rb").read().decode("utf-8", "replace")
+                variants = texts(p, open(p, "rb").read().decode("utf-8", "replace"))
             except OSError:
                 continue
             for needle in req["needles"]:
-                if needle in text:
+                if any(needle in text for text in variants):
                     out["found"].append([p, needle])
 json.dump(out, sys.stdout)
 '''

@@ -249,7 +249,8 @@ def empirical_ntk(
 
     ``"auto"`` takes ``"structured"`` for an ``MLP`` and otherwise the cheaper of the other
     two by their operation counts. The result (``N1 N2 K^2`` entries for ``"full"``) must fit
-    in half the device's memory; a larger request is refused before anything is computed.
+    in a quarter of the device's memory; a larger request is refused, naming the sizes,
+    before anything is computed.
 
     Args:
         model: any ``torch.nn.Module`` mapping a batch ``(N, ...)`` to outputs ``(N, ...)``,
@@ -363,18 +364,23 @@ def _memory_bytes(device: torch.device) -> int:
 
 
 def _check_fits(n1: int, n2: int, k: int, ref: torch.Tensor, symmetric: bool) -> None:
-    """Refuse a kernel of ``n1 n2 k^2`` entries (plus one block of work) larger than half the memory."""
+    """Refuse a kernel of ``n1 n2 k^2`` entries larger than a quarter of the device's memory.
+
+    Computing it holds up to four arrays of its size (the result, a block product, the
+    transposed half and the symmetrised copy), so larger requests would end in the allocator
+    failing or the operating system killing the process.
+    """
     entries = n1 * n2 * k * k
-    need = 2 * entries * ref.element_size()
-    limit = _memory_bytes(ref.device) // 2
-    if need > limit:
+    size = entries * ref.element_size()
+    memory = _memory_bytes(ref.device)
+    if 4 * size > memory:
         what = f"N1={n1} points of x1" + (" (x2=None)" if symmetric else f", N2={n2} points of x2")
         hint = "outputs='mean' (K^2 times smaller) or " if k > 1 else ""
         raise ValueError(
-            f"empirical_ntk cannot fit: {what} and K={k} outputs give a kernel of N1*N2*K^2 = {entries:.3g} "
-            f"entries ({entries * ref.element_size() / 2**30:.3g} GiB in {ref.dtype}, about twice that while it "
-            f"is computed), more than half of the {limit * 2 / 2**30:.3g} GiB of {ref.device}; ask for "
-            f"{hint}fewer points"
+            f"empirical_ntk cannot fit: {what} and K={k} outputs give a kernel of N1*N2*K^2 = "
+            f"{entries:.3g} entries ({size / 2**30:.3g} GiB in {ref.dtype}, up to four times that "
+            f"while it is computed), more than a quarter of the {memory / 2**30:.3g} GiB of "
+            f"{ref.device}; ask for {hint}fewer points"
         )
 
 
