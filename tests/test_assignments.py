@@ -170,7 +170,8 @@ def test_lessons_have_exercises():
 def test_teaching_page_points_match_the_notebooks():
     """The points in book/teaching.md's table are the notebooks' (`tools/assignments.py points`)."""
     page = (ROOT / "book" / "teaching.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `(\w+)` .*\| ([\d.]+) \| [^|]+ \|$", page, re.M)
+    # The table's rows: | `NN_slug` ({doc}`exercises <...>`) | items | points | time |
+    rows = re.findall(r"^\| `(\w+)` \(\{doc\}.*\| ([\d.]+) \| [^|]+ \|$", page, re.M)
     assert rows, "no assignment table found in book/teaching.md"
     wrong = {
         name: (float(pts), sum(A.points(LESSONS[name]).values()) if name in LESSONS else None)

@@ -128,6 +128,11 @@ c.Execute.timeout = {TIMEOUT}
 # expects mark schemes in "task" cells; these are locked cells with a grade_id.
 c.ClearMarkScheme.enforce_metadata = False
 
+# Tracebacks in autograded notebooks (and so in the feedback and the formgrader) in plain
+# Python form: the failing line only, not IPython's default few lines of context, which
+# would show hidden tests next to a failing visible check.
+c.Execute.extra_arguments = ["--InteractiveShell.xmode=Plain"]
+
 # Feedback (generate_feedback) renders the autograded notebook, in which autograde restored
 # the hidden tests and the mark schemes: drop both again (a failed hidden test still shows
 # its error message).
