@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from . import _checks
-from .dynamics import DivergenceError, mse_loss, train_gd
 from .families import SEEDS, Family, build, check_family, check_seeds, like_model
 from .models import MLP
-from .plotting import loglog_slope
+from .measure import largest_true, loglog_slope
+from .training import Divergence, full_batch_gd, mse_loss
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 """Optimizers accepted by :func:`coord_check`."""
@@ -135,7 +135,7 @@ def coord_check(
             ``(N, d_out)`` for a vector output. Moved to the networks' device and dtype.
 
     Raises:
-        DivergenceError: when a coordinate becomes non-finite (lower ``lr``).
+        ~ntk_lib.training.DivergenceError: when the loss becomes non-finite (lower ``lr``).
     """
     widths = check_family("models", models, minimum=2)
     lr = _checks.real("lr", lr, positive=True)
@@ -159,22 +159,26 @@ def coord_check(
                                  f"width {widths[0]} has {len(names) // 2}")
             groups = model.param_groups(lr)
             opt = torch.optim.SGD(groups, lr=lr) if optimizer == "sgd" else torch.optim.Adam(groups, lr=lr)
-            for t in range(steps + 1):
-                stats, out = _statistics(model, xm)
+            cache = {}
+
+            def forward(net: MLP, xb: torch.Tensor) -> torch.Tensor:
+                cache["stats"], out = _statistics(net, xb)
+                if out.shape != ym.shape:  # noqa: B023 (called within this iteration)
+                    raise ValueError(f"y must have the networks' output shape {tuple(out.shape)}; "
+                                     f"got {tuple(y.shape)}")
+                return out
+
+            def record(t: int, out: torch.Tensor) -> None:
                 if t == 0:
-                    first = stats
-                    if out.shape != ym.shape:
-                        raise ValueError(f"y must have the networks' output shape {tuple(out.shape)}; "
-                                         f"got {tuple(y.shape)}")
-                for k, (s, s0) in enumerate(zip(stats, first)):
-                    size[i, t, k] += float(s.abs().mean()) / len(seeds)
+                    cache["first"] = cache["stats"]
+                for k, (s, s0) in enumerate(zip(cache["stats"], cache["first"])):
+                    size[i, t, k] += float(s.abs().mean()) / len(seeds)  # noqa: B023
                     change[i, t, k] += float((s - s0).abs().mean()) / len(seeds)
-                if not torch.isfinite(size[i, t]).all():
-                    raise DivergenceError(t, math.inf)
-                if t < steps:
-                    opt.zero_grad(set_to_none=True)
-                    loss(out, ym).backward()
-                    opt.step()
+
+            # Coordinate checks exist to watch sizes grow: only a non-finite loss diverges.
+            full_batch_gd(model, xm, ym, lr=lr, steps=steps, loss=loss, optimizer=opt,
+                          forward=forward, on_step=record,
+                          divergence=Divergence(math.inf, "raise"))
     return CoordCheck(widths, names, size, change)
 
 
@@ -199,10 +203,11 @@ class MaxLR:
     prefactor: float
 
 
-def _stable(model_factory: Callable[[], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> bool:
-    """Whether ``steps`` of full-batch GD at ``lr`` keep the loss finite and end below where it began."""
-    history = train_gd(model_factory(), x, y, lr=lr, steps=steps, divergence_factor=1e4)
-    return not history.diverged and bool(history.loss[-1] < history.loss[0])
+def _stable(model_factory: Callable[[], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, lr: float,
+            steps: int) -> bool:
+    """Whether ``steps`` of full-batch GD at ``lr`` do not diverge (factor ``1e4``) and end below the start."""
+    run = full_batch_gd(model_factory(), x, y, lr=lr, steps=steps, divergence=Divergence(1e4))
+    return not run.diverged and run.losses[-1] < run.losses[0]
 
 
 def max_stable_lr(
@@ -242,15 +247,13 @@ def max_stable_lr(
             def factory() -> torch.nn.Module:
                 return build(models, width, seed)
             xm, ym = like_model(factory(), x=x, y=y)
-            lo, hi = math.log(lo0), math.log(hi0)
             if not _stable(factory, xm, ym, lo0, steps):
                 raise ValueError(f"lr_range low end {lo0:g} is already unstable at width {width}: lower it")
             if _stable(factory, xm, ym, hi0, steps):
                 raise ValueError(f"lr_range high end {hi0:g} is still stable at width {width}: raise it")
-            for _ in range(iters):
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if _stable(factory, xm, ym, math.exp(mid), steps) else (lo, mid)
-            logs.append(lo)
+            lo, _ = largest_true(lambda lr: _stable(factory, xm, ym, lr, steps), lo0, hi0,  # noqa: B023
+                                 iters=iters)
+            logs.append(math.log(lo))
         rates.append(math.exp(float(np.mean(logs))))
     exponent, prefactor = loglog_slope(widths, rates)
     return MaxLR(widths, torch.tensor(rates, dtype=torch.float64), exponent, prefactor)

@@ -22,23 +22,22 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
-
 from . import _checks
 from .kernels import empirical_nngp, empirical_ntk
+from .measure import change_since_init
 from .models import MLP
+from .training import (
+    DIVERGENCE_FACTOR,
+    ON_DIVERGENCE,
+    Divergence,
+    DivergenceError,
+    full_batch_gd,
+    mse_loss,
+)
 
 
 RCOND = 1e-12
 """Eigenvalues of the training kernel below ``RCOND * lam_max`` count as zero modes at ``t = inf``."""
-
-
-class DivergenceError(RuntimeError):
-    """Training diverged: the loss became non-finite or grew by ``divergence_factor``."""
-
-    def __init__(self, step: int, loss: float) -> None:
-        super().__init__(f"training diverged at step {step} (loss {loss:.3g})")
-        self.step, self.loss = step, loss
 
 
 @dataclass
@@ -72,22 +71,15 @@ class TrainHistory:
 
     def ntk_change(self) -> torch.Tensor:
         """Return ``||Theta_t - Theta_0||_F / ||Theta_0||_F`` at each recorded step."""
-        return _relative_change(self.ntk, "NTK")
+        if not self.ntk:
+            raise ValueError("no NTK was recorded: call train_gd with ntk_every=k")
+        return change_since_init(self.ntk)
 
     def nngp_change(self) -> torch.Tensor:
         """Return ``||K_t - K_0||_F / ||K_0||_F`` of the empirical NNGP at each recorded step."""
-        return _relative_change(self.nngp, "NNGP (recorded for ntk_lib MLPs only)")
-
-
-def _relative_change(kernels: list[torch.Tensor], what: str) -> torch.Tensor:
-    if not kernels:
-        raise ValueError(f"no {what} was recorded: call train_gd with ntk_every=k")
-    return torch.stack([(k - kernels[0]).norm() / kernels[0].norm() for k in kernels])
-
-
-def mse_loss(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Return ``(1/2D) sum (f - y)^2`` (summed over output dimensions, averaged over points)."""
-    return 0.5 * (f - y).pow(2).sum() / f.shape[0]
+        if not self.nngp:
+            raise ValueError("no NNGP was recorded (for ntk_lib MLPs only): call train_gd with ntk_every=k")
+        return change_since_init(self.nngp)
 
 
 def _flat_params(model: torch.nn.Module) -> torch.Tensor:
@@ -102,8 +94,8 @@ def train_gd(
     lr: float,
     steps: int,
     ntk_every: int | None = None,
-    on_divergence: str = "stop",
-    divergence_factor: float = 1e6,
+    on_divergence: str = ON_DIVERGENCE[0],
+    divergence_factor: float = DIVERGENCE_FACTOR,
     record_outputs: bool = False,
     progress: bool = False,
 ) -> TrainHistory:
@@ -120,40 +112,32 @@ def train_gd(
         ntk_every: record the empirical NTK (and, for an MLP, NNGP) on ``x`` every this many
             steps and at the end.
         on_divergence: ``"stop"`` (return the history with ``diverged_at`` set) or ``"raise"``
-            (:class:`DivergenceError`). Divergence means a non-finite loss or a loss larger
-            than ``divergence_factor`` times the initial one.
+            (:class:`~ntk_lib.training.DivergenceError`). Divergence: the rule of
+            :mod:`ntk_lib.training`, a non-finite loss or one above ``divergence_factor``
+            times the larger of the initial loss and the loss of predicting 0.
         record_outputs: keep the outputs on ``x`` at every step (float64, CPU).
         progress: show a tqdm progress bar.
     """
     lr = _checks.real("lr", lr, positive=True)
     steps = _checks.nonnegative_int("steps", steps)
-    _checks.choice("on_divergence", on_divergence, ("stop", "raise"))
-    divergence_factor = _checks.real("divergence_factor", divergence_factor, positive=True)
+    divergence = Divergence(divergence_factor, on_divergence)
     if ntk_every is not None:
         ntk_every = _checks.positive_int("ntk_every", ntk_every)
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("x and y must be torch tensors")
     if x.shape[0] != y.shape[0] or x.shape[0] < 1:
         raise ValueError(f"x and y must hold the same number (>= 1) of points; got {x.shape[0]} and {y.shape[0]}")
-    groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
-    optimizer = torch.optim.SGD(groups, lr=lr)
     theta0 = _flat_params(model)
     norm0 = theta0.norm().clamp(min=torch.finfo(torch.float64).tiny)
     history = TrainHistory(loss=torch.empty(0), param_change=torch.empty(0))
-    losses, moves = [], []
-    for step in tqdm(range(steps + 1), disable=not progress, leave=False):
-        optimizer.zero_grad(set_to_none=True)
-        out = model(x)
-        if out.shape != y.shape:
-            raise ValueError(f"model output shape {tuple(out.shape)} does not match y's shape {tuple(y.shape)}")
-        loss = mse_loss(out, y)
-        value = float(loss.detach())
-        if not math.isfinite(value) or (losses and value > divergence_factor * max(losses[0], 1e-30)):
-            history.diverged_at = step
-            if on_divergence == "raise":
-                raise DivergenceError(step, value)
-            break
-        losses.append(value)
+    moves = []
+
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if out.shape != target.shape:
+            raise ValueError(f"model output shape {tuple(out.shape)} does not match y's shape {tuple(target.shape)}")
+        return mse_loss(out, target)
+
+    def record(step: int, out: torch.Tensor) -> None:
         if record_outputs:
             history.outputs.append(out.detach().to("cpu", torch.float64))
         if ntk_every is not None and (step % ntk_every == 0 or step == steps):
@@ -162,10 +146,11 @@ def train_gd(
             if isinstance(model, MLP):
                 history.nngp.append(empirical_nngp(model, x).to("cpu", torch.float64))
         moves.append(float((_flat_params(model) - theta0).norm() / norm0))
-        if step < steps:
-            loss.backward()
-            optimizer.step()
-    history.loss = torch.tensor(losses, dtype=torch.float64)
+
+    run = full_batch_gd(model, x, y, lr=lr, steps=steps, loss=loss, on_step=record,
+                        divergence=divergence, progress=progress)
+    history.diverged_at = run.diverged_at
+    history.loss = torch.tensor(run.losses, dtype=torch.float64)
     history.param_change = torch.tensor(moves, dtype=torch.float64)
     return history
 
@@ -307,7 +292,7 @@ def mse_gd(
     ``(1 - (1 - lr lam/D)^k) / lam`` (limit ``k lr / D`` on zero modes). As ``lr -> 0`` with
     ``k lr`` fixed it tends to the flow. GD on this kernel converges iff
     ``lr < 2 D / lam_max``; beyond that the residual grows geometrically and, if it
-    overflows, :class:`DivergenceError` reports the first step at which it did.
+    overflows, :class:`~ntk_lib.training.DivergenceError` reports the first step at which it did.
 
     Args:
         steps: a number of steps or a 1-D sequence of them (integers >= 0).

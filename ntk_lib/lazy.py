@@ -35,10 +35,10 @@ import torch
 from . import _checks
 from .device import generator
 from .dynamics import TrainHistory, train_gd
+from .measure import loglog_slope, power_iteration, relative_change, ridge_predict
 from .families import SEEDS, Factory, Family, build, check_family, check_seeds, check_widths, like_model
 from .models import MLP
 from .parametrizations import ABC
-from .plotting import loglog_slope
 
 KINDS: tuple[str, ...] = ("feature", "ntk")
 """What :meth:`Sweep.slopes` can fit: the relative change of the features or of the NTK."""
@@ -73,29 +73,6 @@ def hidden_features(model: MLP, x: torch.Tensor) -> torch.Tensor:
         return model.forward_cache(x)[0][-1].detach().clone()
 
 
-def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
-    """Return ``||after - before||_F / ||before||_F`` (e.g. of the features on the training inputs).
-
-    Lesson 05 measures lazy training with it: ``Theta(D^{-1/2})`` for ``q = 1/2``,
-    ``Theta(1)`` for ``q = 1`` (Chizat et al. 2019; Yang & Hu 2021).
-    """
-    if not isinstance(before, torch.Tensor) or not isinstance(after, torch.Tensor):
-        raise TypeError(
-            "before and after must be torch tensors; "
-            f"got {type(before).__name__}, {type(after).__name__}"
-        )
-    if before.shape != after.shape:
-        raise ValueError(
-            "before and after must have the same shape; "
-            f"got {tuple(before.shape)} and {tuple(after.shape)}"
-        )
-    b, a = before.detach().to(torch.float64), after.detach().to(torch.float64)
-    norm = b.norm()
-    if not torch.isfinite(norm) or norm == 0:
-        raise ValueError(f"before must be finite with a non-zero norm; got norm {float(norm)}")
-    return float((a - b).norm() / norm)
-
-
 def kappa_ratio(
     model: torch.nn.Module, x: torch.Tensor, *, iters: int = 100, seed: int = 0
 ) -> float:
@@ -127,21 +104,20 @@ def kappa_ratio(
         raise ValueError("the gradient of f at x is zero: kappa is undefined")
     # parameters whose gradient is constant (e.g. the readout bias) have zero Hessian rows
     live = [(g, p) for g, p in zip(grads, params) if g.requires_grad]
-    gen = torch.Generator().manual_seed(_checks.nonnegative_int("seed", seed))
-    vec = [
-        torch.randn(p.shape, generator=gen, dtype=torch.float64).to(ref.device, p.dtype)
-        for _, p in live
-    ]
-    norm = 0.0
-    for _ in range(iters):
-        scale = math.sqrt(float(sum(v.pow(2).sum() for v in vec)))
-        if scale == 0:
-            return 0.0
-        vec = [v / scale for v in vec]
-        hv = torch.autograd.grad([g for g, _ in live], [p for _, p in live], grad_outputs=vec,
+    shapes = [p.shape for _, p in live]
+    sizes = [p.numel() for _, p in live]
+
+    def hessian_times(v: torch.Tensor) -> torch.Tensor:
+        pieces = [c.reshape(s).to(p.dtype) for c, s, (_, p) in zip(v.split(sizes), shapes, live)]
+        hv = torch.autograd.grad([g for g, _ in live], [p for _, p in live], grad_outputs=pieces,
                                  retain_graph=True, allow_unused=True)
-        vec = [torch.zeros_like(p) if h is None else h.detach() for h, (_, p) in zip(hv, live)]
-        norm = math.sqrt(float(sum(v.pow(2).sum() for v in vec)))
+        return torch.cat([torch.zeros(s, dtype=v.dtype, device=v.device) if h is None
+                          else h.detach().reshape(-1).to(v.dtype) for h, s in zip(hv, sizes)])
+
+    gen = generator(_checks.nonnegative_int("seed", seed))
+    start = torch.cat([torch.randn(s, generator=gen, dtype=torch.float64).reshape(-1) for s in shapes])
+    norm = float(power_iteration(hessian_times, start.to(ref.device, ref.dtype), iters=iters,
+                                 estimate="norm"))
     return norm / grad_sq
 
 
@@ -375,11 +351,5 @@ def linear_probe(
             f"got {y_t.shape[0]}"
         )
     ridge = _checks.real("ridge", ridge, positive=True)
-    mean = phi.mean(dim=0)
-    phi, phi_t = phi - mean, phi_t - mean
-    gram = phi @ phi.T
-    lam = ridge * gram.diagonal().mean().clamp(min=torch.finfo(torch.float64).tiny)
-    eye = torch.eye(len(y), dtype=gram.dtype, device=gram.device)
-    coef = torch.linalg.solve(gram + lam * eye, y - y.mean())
-    pred = y.mean() + phi_t @ (phi.T @ coef)
+    pred = ridge_predict(phi, y, phi_t, ridge, centre=True)
     return float(((pred - y_t) ** 2).mean() / y_t.var())

@@ -50,14 +50,13 @@ import torch
 
 from . import _checks
 from .device import generator, resolve
-from .dynamics import DivergenceError
+from .training import DIVERGENCE_THRESHOLD, ON_DIVERGENCE, DivergenceError
 
 PARAMETRIZATIONS: tuple[str, ...] = ("mup", "ntk")
 """Accepted values of ``parametrization``."""
 
-DIVERGENCE_THRESHOLD = 1e8
-"""A run has diverged at the first step where a coefficient ``|A|, |B|, |C|, |D|``, or an
-output ``|f|`` divided by ``1 + max|y|``, exceeds this or is not finite."""
+# A run has diverged at the first step where a coefficient |A|, |B|, |C|, |D|, or an output
+# |f| divided by 1 + max|y|, exceeds DIVERGENCE_THRESHOLD (ntk_lib.training) or is not finite.
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def _validate(x, y, lr, steps, parametrization, on_divergence, device, dtype):
     lr = _checks.real("lr", lr, positive=True)
     steps = _checks.nonnegative_int("steps", steps)
     parametrization = _checks.choice("parametrization", parametrization, PARAMETRIZATIONS)
-    _checks.choice("on_divergence", on_divergence, ("raise", "stop"))
+    _checks.choice("on_divergence", on_divergence, ON_DIVERGENCE)
     return x, y, lr, steps, parametrization, device, dtype
 
 
@@ -155,7 +154,7 @@ def linear_limit(
     steps: int,
     parametrization: str = "mup",
     init_z: float = 0.0,
-    on_divergence: str = "raise",
+    on_divergence: str = ON_DIVERGENCE[0],
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> LinearLimit:
@@ -176,7 +175,7 @@ def linear_limit(
         init_z: NTK only: the limit ``Z`` of ``u_0.v_0 / sqrt(n)``, so ``f_0(xi) = Z xi``.
             The default 0 gives the mean of the (Gaussian-process) limit over initializations.
             Must be 0 for muP, whose initial output vanishes in the limit.
-        on_divergence: ``"raise"`` (:class:`~ntk_lib.dynamics.DivergenceError` with the step)
+        on_divergence: ``"raise"`` (:class:`~ntk_lib.training.DivergenceError` with the step)
             or ``"stop"`` (truncate before the diverged step and set ``diverged_at``).
         device, dtype: where the results live; defaults ``default_device()`` and float64.
     """
@@ -230,7 +229,7 @@ def linear_finite(
     width: int,
     seed: int | torch.Generator | None,
     parametrization: str = "mup",
-    on_divergence: str = "raise",
+    on_divergence: str = ON_DIVERGENCE[0],
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> LinearLimit:

@@ -283,7 +283,6 @@ def test_empirical_ntk_rejects_bad_input():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_matches_cpu():
     x = data.sphere(64, 8, seed=0)
     for activation in ("relu", "erf"):
