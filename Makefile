@@ -1,9 +1,15 @@
 # The commands of README.md. Each target installs what it needs first.
 #
-#   make book    execute the lessons (cached) and build the HTML book
-#   make test    library tests, every lesson re-run by nbval, the book built from the
-#                committed outputs (what CI runs)
+#   make book    execute the lessons (cached) and build the PUBLIC edition of the book in
+#                _build/html: exercise pages as the students' version (no solutions, no
+#                hidden tests, no mark schemes). This is the edition to publish.
+#   make instructor-book  the instructor edition in _build/instructor/html: solutions,
+#                hidden tests and mark schemes, folded. For teachers only; never publish it.
+#   make test    the public edition built from the committed outputs, library tests (with
+#                the check that the public edition leaks no answer), every lesson re-run by
+#                nbval (what CI runs)
 #   make bench   run every benchmarks/*.py
+#   make gpu-check  the prepared GPU check (DRY_RUN=1: on the CPU, toy sizes)
 #   make assignments  build the nbgrader course (student versions in course/release)
 #   make screenshots  open the built book in headless Chromium, check it, save screenshots
 #   make clean   remove build outputs (not the virtualenv)
@@ -21,7 +27,7 @@ BOOK_FLAGS := -W -n --keep-going
 LESSONS := $(wildcard lessons/*.ipynb)
 BENCHMARKS := $(wildcard benchmarks/*.py)
 
-.PHONY: install book test bench clean screenshots assignments
+.PHONY: install book instructor-book test bench clean screenshots assignments gpu-check
 
 install: $(INSTALLED)
 
@@ -39,30 +45,41 @@ $(INSTALLED): requirements.txt pyproject.toml | $(PY)
 
 # jupyter-cache keys only on the code cells, and Sphinx re-reads only changed pages, so
 # a lesson executed with an older ntk_lib (or other packages) would never be re-run:
-# drop both the cache and Sphinx's saved environment when either changes.
+# drop both the cache and Sphinx's saved environments when either changes.
 _build/.ntk_lib-stamp: $(wildcard ntk_lib/*.py) $(INSTALLED)
-	rm -rf _build/.jupyter_cache _build/.doctrees
+	rm -rf _build/.jupyter_cache _build/.doctrees _build/editions/*/_build/.doctrees
 	mkdir -p _build
 	touch $@
 
+# Each edition is built from a staging folder _build/editions/EDITION (tools/editions.py:
+# the repository linked, the exercises notebooks rewritten), then its HTML is copied out.
+# $(call edition,EDITION,EXTRA FLAGS,OUTPUT DIR)
+define edition
+	$(PY) tools/editions.py $(1) $(2)
+	$(JB) build _build/editions/$(1) --path-output _build/editions/$(1) $(BOOK_FLAGS) $(3)
+	rm -rf $(4) && mkdir -p $(dir $(4)) && cp -a _build/editions/$(1)/_build/html $(4)
+endef
+
 book: install _build/.ntk_lib-stamp
-	$(JB) build . $(BOOK_FLAGS)
-	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	$(call edition,public,,,_build/html)
+	@echo "The public edition of the book is at $(CURDIR)/_build/html/index.html"
 
-# The same configuration with execution off, to render the committed outputs.
-_build/config-noexec.yml: _config.yml | $(INSTALLED)
-	mkdir -p _build
-	$(PY) -c 'import sys, yaml; c = yaml.safe_load(open("_config.yml")); \
-	  c["execute"]["execute_notebooks"] = "off"; yaml.safe_dump(c, sys.stdout)' > $@
+instructor-book: install _build/.ntk_lib-stamp
+	$(call edition,instructor,,,_build/instructor/html)
+	@echo "The INSTRUCTOR edition (solutions, hidden tests: do not publish it) is at" \
+	  "$(CURDIR)/_build/instructor/html/index.html"
 
-test: install _build/config-noexec.yml
-	$(PY) -m pytest tests/
+# make test renders the committed outputs (--no-execute) of a fresh public edition, then
+# tests/test_editions.py searches it for every answer line (PUBLIC_BOOK_HTML makes that
+# test fail, rather than skip, when the HTML is missing).
+test: install
+	$(call edition,public,--no-execute,--all,_build/html)
+	PUBLIC_BOOK_HTML=_build/html $(PY) -m pytest tests/
 ifneq ($(LESSONS),)
 	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with lessons/sanitize.cfg lessons/
 else
 	@echo "No lessons yet: nothing for nbval to run."
 endif
-	$(JB) build . $(BOOK_FLAGS) --all --config _build/config-noexec.yml
 
 # The nbgrader course directory course/ (git-ignored) from lessons/*_exercises.ipynb:
 # source/ refreshed from the lessons, student versions in course/release/<NN_slug>/, each
@@ -71,10 +88,21 @@ endif
 assignments: install
 	$(PY) tools/assignments.py --course course build
 
-# A reader's check in headless Chromium (apt-get install chromium) of the built book:
-# screenshots in _build/screenshots. Offline, pass MATHJAX=path/to/node_modules/mathjax.
+# A reader's check in headless Chromium of the built book (math, figures, every twin's
+# sliders driven in the browser, no dead widget): screenshots in _build/screenshots.
+# Chromium from Debian and MathJax from the npm registry are installed when missing, so the
+# check reaches nothing beyond the loopback. Build the book first (make book).
+MATHJAX ?= _build/node_modules/mathjax
 screenshots: install
-	$(PY) tools/screenshots.py $(if $(MATHJAX),--mathjax $(MATHJAX))
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	test -d $(MATHJAX) || npm install --silent --prefix _build mathjax@3
+	$(PY) tools/screenshots.py --mathjax $(MATHJAX)
+
+# The whole GPU check in one command, budgeted to 8 minutes on one data-centre GPU: gpu tests,
+# GPU benchmarks next to their CPU counterparts, lessons 08 and 10 at FULL scale; writes
+# benchmarks/GPU.md and benchmarks/gpu/*.ipynb. DRY_RUN=1: the same on the CPU, toy sizes.
+gpu-check: install
+	$(PY) tools/gpu_check.py $(if $(DRY_RUN),--dry-run)
 
 bench: install
 	for script in $(BENCHMARKS); do echo "== $$script"; $(PY) "$$script"; done

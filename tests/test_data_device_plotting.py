@@ -97,3 +97,65 @@ def test_grading_messages_are_useful():
         grading.check_type("K", [1], torch.Tensor)
     grading.check_close("v", torch.ones(2), np.ones(2))
     grading.check_between("slope", -0.5, -0.7, -0.3)
+
+
+def _draw_line(a: float = 1.0, b: int = 1) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [0, a * b])
+    ax.set_title(f"a={a} b={b}")
+    plt.show()
+
+
+def test_twin_renders_every_grid_point_in_row_major_order():
+    import base64
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from ntk_lib.plotting import twin
+
+    before = set(plt.get_fignums())
+    t = twin(_draw_line, a=[0.5, 2.0, 3.0], b=[1, 4], labels={"a": "eta"}, start={"b": 4})
+    assert set(plt.get_fignums()) == before  # every frame's figure is closed
+    assert len(t.frames) == 6 and len(set(t.frames)) == 6  # distinct pictures
+    assert all(base64.b64decode(f.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for f in t.frames)
+    assert t.values == (("0.5", "2", "3"), ("1", "4"))
+    assert t.start == (0, 1)
+    page = t._repr_html_()
+    # the initial frame is the one of the start values, (a=0.5, b=4): index 1 in C order
+    assert f'src="{t.frames[1]}"' in page
+    assert 'data-params="eta = 0.5, b = 4"' in page
+    assert page.count('type="range"') == 2
+    assert "http" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)  # no network
+    assert repr(t) == "<kernel-free twin: a (3 values) x b (2 values), 6 frames>"
+
+
+def test_twin_takes_a_returned_figure_and_rejects_bad_input():
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from ntk_lib.plotting import twin
+
+    def returns_figure(k: int) -> Figure:
+        fig = Figure(figsize=(2, 1.5))
+        fig.add_subplot().plot([0, k])
+        return fig
+
+    assert len(twin(returns_figure, k=[1, 2]).frames) == 2
+    with pytest.raises(ValueError, match="at least one parameter grid"):
+        twin(returns_figure)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        twin(returns_figure, k=[])
+    with pytest.raises(ValueError, match=r"start\['k'\] = 5"):
+        twin(returns_figure, k=[1, 2], start={"k": 5})
+    with pytest.raises(ValueError, match="not grid keywords"):
+        twin(returns_figure, k=[1, 2], labels={"q": "Q"})
+    with pytest.raises(ValueError, match="dpi"):
+        twin(returns_figure, k=[1, 2], dpi=1000)
+    with pytest.raises(ValueError, match="made none"):
+        twin(lambda k: None, k=[1])
+    with pytest.raises(ValueError, match="max_bytes"):
+        twin(_draw_line, a=[1.0, 2.0, 3.0], max_bytes=1000)
+    plt.close("all")

@@ -21,6 +21,49 @@ Commands (``python tools/assignments.py [--course DIR] COMMAND``, course/ by def
     scores ASSIGNMENT
     points                                     the points table of book/teaching.md
 
+Writing an assignment (the conventions ``tests/test_assignments.py`` checks)
+---------------------------------------------------------------------------
+
+An assignment assesses understanding, not transcription (see the exercise policy in
+book/teaching.md). Cells, with ``grade_id`` s of the form ``exNN-<item>-<role>``:
+
+- ``exNN-setup``: one locked code cell (imports, ``from ntk_lib.grading import ...``,
+  seeds). No IPython magics (``%``/``!``) anywhere: the tests also run the notebook's code
+  in plain Python. The whole notebook runs in seconds on one CPU core.
+- Task text: plain markdown, ``## Exercise k: title (P points)``, saying for a measured
+  quantity the tolerance the grader uses. It never prints the value to be found.
+- ``exNN-<item>-solution``: a code cell (solution: true, grade: false) with a skeleton
+  (function signature, a comment saying what to return or which variable to set) around
+  ``### BEGIN SOLUTION`` / ``### END SOLUTION``.
+- ``exNN-<item>-test``: the autograded test (grade: true, solution: false, locked,
+  points > 0). Visible checks first, then ``### BEGIN HIDDEN TESTS`` ...
+  ``### END HIDDEN TESTS`` with checks on inputs the visible ones do not use (other
+  sizes, seeds, depths, rates), so that an answer hard-coded to the visible checks fails.
+  Only ``ntk_lib.grading`` checks (never a bare ``assert``): their messages say what was
+  expected. Ends with ``print("Checks passed.")``. Every test cell has a hidden part.
+- Kinds of items (>= 4 graded items: autograded test cells and written answers):
+  *predict* (a number, or better a function of the setup such as
+  ``predicted_exponent(depth)``, from theory; the visible check may test the form or one
+  case), then *measure* (the same quantity measured with ``ntk_lib``, checked within the
+  tolerance the prompt states); *derive* (a result printed nowhere in the lesson or the
+  prompt, as a function of its parameters, checked numerically against an independent
+  computation); *code* items; and one *written* answer.
+- A written answer is two cells. ``exNN-<item>-prompt``: a locked markdown cell (grade
+  and solution false, with a grade_id) with the question, then the mark scheme between
+  the lines ``<!-- BEGIN MARK SCHEME -->`` and ``<!-- END MARK SCHEME -->``: criteria with
+  their points (summing to the answer's points) and the usual wrong answers.
+  ``exNN-<item>-answer``: a markdown cell, solution and grade true, with points, whose
+  whole source is a model answer (nbgrader replaces it by "YOUR ANSWER HERE"). nbgrader
+  removes the mark scheme from the student version and restores it (the prompt cell is
+  locked) in the autograded notebook, so the formgrader shows it next to the answer.
+- Variants for the tests: ``tests/assignment_variants/aNN.py`` defines ``HARDCODED``
+  (solution grade_id -> a cell source that hard-codes what the visible checks accept; it
+  must pass the visible checks and lose points on hidden ones), ``WRONG`` (solution
+  grade_id -> a plausible wrong answer, e.g. off by a factor 2, that must lose points)
+  and ``WRONG_MESSAGE`` (a substring the failing test's message must show, e.g.
+  ``"expected"``).
+- Then run ``python tools/tidy_notebooks.py`` on the notebook and commit it executed.
+
 The functions below are what ``tests/test_assignments.py`` uses; book/teaching.md is the
 teacher's guide. nbgrader's converters (what its ``generate_assignment`` and ``autograde``
 commands run) run in this process, with the configuration read from the course
@@ -50,10 +93,12 @@ SUFFIX = "_exercises"
 # take longer, and a timeout scores the test as failed. 300 s still stops infinite loops.
 TIMEOUT = 300
 
-# nbgrader 0.9's default delimiters (ClearSolutions, ClearHiddenTests): a line that
-# contains one opens or closes a region; the lessons write `### BEGIN SOLUTION` and so on.
+# nbgrader 0.9's default delimiters (ClearSolutions, ClearHiddenTests, ClearMarkScheme): a
+# line that contains one opens or closes a region; the lessons write `### BEGIN SOLUTION`
+# in code and `<!-- BEGIN MARK SCHEME -->` in markdown.
 BEGIN_SOLUTION, END_SOLUTION = "BEGIN SOLUTION", "END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
+BEGIN_MARK_SCHEME, END_MARK_SCHEME = "BEGIN MARK SCHEME", "END MARK SCHEME"
 
 CONFIG = f'''\
 # nbgrader configuration of the course "Wide Networks".
@@ -69,6 +114,13 @@ c.CourseDirectory.course_id = "{COURSE_ID}"
 # nbgrader's per-cell execution timeout defaults to 30 s (for autograde and validate);
 # a cell that runs out of time scores zero, so give slow machines room.
 c.Execute.timeout = {TIMEOUT}
+
+# The mark scheme of a written answer sits in the locked markdown cell that asks the
+# question, between BEGIN/END MARK SCHEME lines: generate_assignment removes it from the
+# student version, and autograde restores the locked cell (mark scheme included) from the
+# gradebook, so the formgrader shows it next to the student's answer. nbgrader only
+# expects mark schemes in "task" cells; these are locked cells with a grade_id.
+c.ClearMarkScheme.enforce_metadata = False
 
 load_subconfig("nbgrader_config_local.py")  # noqa: F821  (skipped when absent)
 '''
@@ -158,6 +210,21 @@ def check_metadata(path: Path) -> list[str]:
             lines = text.splitlines()
             if sum(begin in ln for ln in lines) != sum(end in ln for ln in lines):
                 problems.append(f"{where}: unbalanced {begin!r} / {end!r}")
+        lines = text.splitlines()
+        if sum(BEGIN_MARK_SCHEME in ln for ln in lines) != sum(END_MARK_SCHEME in ln for ln in lines):
+            problems.append(f"{where}: unbalanced {BEGIN_MARK_SCHEME!r} / {END_MARK_SCHEME!r}")
+        if BEGIN_MARK_SCHEME in text and not (
+            cell.cell_type == "markdown" and meta and meta.get("locked") and meta.get("grade_id")
+            and not meta.get("grade") and not meta.get("solution")
+        ):
+            problems.append(f"{where}: a mark scheme belongs in a locked markdown cell with a "
+                            "grade_id that is neither graded nor a solution (the question)")
+        if (cell.cell_type == "markdown" and meta and meta.get("solution")
+                and not meta.get("grade")):
+            problems.append(f"{where}: a markdown solution cell must be graded (a written answer)")
+        if cell.cell_type == "markdown" and meta and meta.get("grade") and meta.get("solution"):
+            if not float(meta.get("points", 0)) > 0:
+                problems.append(f"{where}: written answer without points")
         has_solution = BEGIN_SOLUTION in text
         has_hidden = BEGIN_HIDDEN in text
         if not meta:
@@ -188,6 +255,47 @@ def check_metadata(path: Path) -> list[str]:
     if not graded:
         problems.append("no autograded test cell (grade: true, solution: false)")
     return problems
+
+
+@dataclass
+class Structure:
+    """What an exercises notebook asks and how it is graded (from its nbgrader metadata)."""
+
+    autograded: dict[str, float]  # test cell grade_id -> points
+    written: dict[str, float]  # written (manually graded markdown) answer grade_id -> points
+    solutions: list[str]  # code solution cells' grade_ids, in order
+    hidden: dict[str, int]  # test cell grade_id -> number of hidden-test lines
+    mark_schemes: list[str]  # grade_ids of the cells holding a mark scheme
+    feeds: dict[str, list[str]]  # solution grade_id -> test cells up to the next solution
+
+    @property
+    def graded_items(self) -> int:
+        return len(self.autograded) + len(self.written)
+
+
+def structure(path: Path) -> Structure:
+    """The :class:`Structure` of a source exercises notebook."""
+    autograded, written, solutions, hidden, schemes = {}, {}, [], {}, []
+    feeds: dict[str, list[str]] = {}
+    for cell in read_notebook(path)["cells"]:
+        meta, text = nbgrader_meta(cell), cell_source(cell)
+        grade_id = meta.get("grade_id")
+        if BEGIN_MARK_SCHEME in text and grade_id:
+            schemes.append(grade_id)
+        if not meta:
+            continue
+        if meta.get("grade") and meta.get("solution") and cell["cell_type"] == "markdown":
+            written[grade_id] = float(meta.get("points", 0))
+        elif meta.get("grade") and not meta.get("solution") and cell["cell_type"] == "code":
+            autograded[grade_id] = float(meta.get("points", 0))
+            hidden[grade_id] = len([ln for ln in regions(text, BEGIN_HIDDEN, END_HIDDEN)[0]
+                                    if ln.strip()])
+            if solutions:
+                feeds[solutions[-1]].append(grade_id)
+        elif meta.get("solution") and cell["cell_type"] == "code":
+            solutions.append(grade_id)
+            feeds[grade_id] = []
+    return Structure(autograded, written, solutions, hidden, schemes, feeds)
 
 
 # --------------------------------------------------------------------------------------
@@ -281,11 +389,12 @@ def _run(app_class, course_dir: Path, what: str, **attrs) -> None:
 
 
 def generate(course_dir: Path = COURSE, assignments: Iterable[str] | None = None) -> None:
-    """``nbgrader generate_assignment --force`` for each assignment (default: all in source/)."""
+    """``nbgrader generate_assignment --force`` for each assignment (default: all in source/,
+    in one nbgrader run)."""
     from nbgrader.converters import GenerateAssignment
 
     if assignments is None:
-        assignments = sorted(p.name for p in (Path(course_dir) / "source").iterdir() if p.is_dir())
+        assignments = ["*"]
     for name in assignments:
         _run(GenerateAssignment, course_dir, f"generate_assignment {name}",
              assignment_id=name, force=True, create_assignment=True)
@@ -338,6 +447,19 @@ def autograde(
     return scores(course_dir, assignment)
 
 
+def autograde_all(course_dir: Path) -> dict[str, dict[str, Score]]:
+    """``nbgrader autograde --force`` every submission of every assignment, in one run.
+
+    Returns assignment -> student -> :class:`Score` for the assignments in source/.
+    """
+    from nbgrader.converters import Autograde
+
+    _run(Autograde, course_dir, "autograde of every submission",
+         assignment_id="*", student_id="*", force=True, create_student=True)
+    names = sorted(p.name for p in (Path(course_dir) / "source").iterdir() if p.is_dir())
+    return {name: scores(course_dir, name) for name in names}
+
+
 @dataclass
 class Score:
     """A submission's score from the gradebook."""
@@ -346,6 +468,7 @@ class Score:
     max_score: float
     cells: dict[str, tuple[float, float]] = field(default_factory=dict)  # grade_id -> (score, max)
     needs_manual_grade: bool = False
+    manual: set[str] = field(default_factory=set)  # grade_ids still waiting for a grader
 
 
 def scores(course_dir: Path, assignment: str) -> dict[str, Score]:
@@ -363,8 +486,10 @@ def scores(course_dir: Path, assignment: str) -> dict[str, Score]:
                 for nb in sub.notebooks
                 for g in nb.grades
             }
+            manual = {g.name for nb in sub.notebooks for g in nb.grades if g.needs_manual_grade}
             result[sub.student.id] = Score(
-                float(sub.score), float(sub.max_score), cells, bool(sub.needs_manual_grade)
+                float(sub.score), float(sub.max_score), cells, bool(sub.needs_manual_grade),
+                manual,
             )
     return result
 
