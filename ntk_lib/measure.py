@@ -65,7 +65,8 @@ def change_between_refreshes(series: Sequence[torch.Tensor]) -> torch.Tensor:
                         dtype=torch.float64)
 
 
-def _positive_array(name: str, v: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
+def positive_values(name: str, v: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
+    """Return ``v`` as a float64 NumPy vector of at least two finite positive numbers (a log-log axis)."""
     if isinstance(v, torch.Tensor):
         v = v.detach().cpu().numpy()
     a = np.asarray(v, dtype=np.float64).reshape(-1)
@@ -82,7 +83,7 @@ def loglog_slope(
     A scaling law ``y = Theta(x^s)`` shows as the slope ``s`` (lessons 01-09 print it next to
     the predicted exponent).
     """
-    lx, ly = np.log(_positive_array("x", x)), np.log(_positive_array("y", y))
+    lx, ly = np.log(positive_values("x", x)), np.log(positive_values("y", y))
     if lx.shape != ly.shape:
         raise ValueError(f"x and y must have the same length; got {lx.size} and {ly.size}")
     slope, intercept = np.polyfit(lx, ly, 1)

@@ -382,7 +382,7 @@ def _validate_mlp(x, y, x_test, lr, steps, activation, on_divergence, device, dt
     lr = _checks.real("lr", lr, positive=True)
     steps = _checks.nonnegative_int("steps", steps)
     name, both = _activation(activation)
-    _checks.choice("on_divergence", on_divergence, ("raise", "stop"))
+    _checks.choice("on_divergence", on_divergence, ON_DIVERGENCE)
     return x, y, x_test, lr, steps, (name, both), device, dtype
 
 
@@ -510,7 +510,7 @@ def mlp_limit(
     nodes: int | None = None,
     pairs: int = MC_PAIRS,
     seed: int = 0,
-    on_divergence: str = "raise",
+    on_divergence: str = ON_DIVERGENCE[0],
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> MLPRun:
@@ -568,7 +568,7 @@ def mlp_limit(
         activation: ``"tanh"``, ``"erf"``, ``"relu"``, ``"identity"`` or ``"linear"``.
         x_test: optional further inputs ``(M, d)`` on which ``test_outputs`` are computed.
         method, nodes, pairs, seed: the integration rule (above); ``seed`` scrambles Sobol.
-        on_divergence: ``"raise"`` (:class:`DivergenceError` with the step) or ``"stop"``.
+        on_divergence: ``"raise"`` (:class:`~ntk_lib.training.DivergenceError` with the step) or ``"stop"``.
         device, dtype: where the integral is computed; defaults ``default_device()``, float64.
     """
     x, y, x_test, lr, steps, (name, both), device, dtype = _validate_mlp(
@@ -643,7 +643,7 @@ def mlp_finite(
     width: int,
     seed: int | torch.Generator | None,
     x_test: Any = None,
-    on_divergence: str = "raise",
+    on_divergence: str = ON_DIVERGENCE[0],
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> MLPRun:
