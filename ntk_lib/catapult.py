@@ -287,6 +287,8 @@ def two_scalar(
     """
     grid, steps, threshold = _prepare(f0, lam0, eta, n, steps, threshold, device, dtype)
     shape = grid["f0"].shape
+    _checks.fits("steps", steps, 2 * (steps + 1) * grid["f0"].numel() * grid["f0"].element_size(),
+                 f"the trajectories of {grid['f0'].numel()} grid points", grid["f0"].device)
     out, f, lam = _evolve(grid, steps, threshold, record=True)
     fields = {k: v.reshape(shape) for k, v in out.items()}
     return TwoScalarTrajectory(

@@ -31,6 +31,7 @@ def sphere(
     n, d = _checks.positive_int("n", n), _checks.positive_int("d", d)
     radius = math.sqrt(d) if radius is None else _checks.real("radius", radius, positive=True)
     device, dtype = resolve(device, dtype, theory=True)
+    _checks.fits("n", n, 2 * n * d * 8, f"{n} x {d} float64 points")
     z = torch.randn(n, d, generator=generator(seed), dtype=torch.float64)
     return (radius * z / z.norm(dim=1, keepdim=True)).to(device=device, dtype=dtype)
 
@@ -49,6 +50,7 @@ def circle(
     """
     n = _checks.positive_int("n", n)
     device, dtype = resolve(device, dtype, theory=True)
+    _checks.fits("n", n, 6 * n * 8, f"{n} points on the circle")
     angles = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
     points = math.sqrt(2) * torch.stack([angles.cos(), angles.sin()], dim=1)
     return angles.to(device=device, dtype=dtype), points.to(device=device, dtype=dtype)
@@ -71,6 +73,7 @@ def regression_1d(
     n = _checks.positive_int("n", n)
     noise = _checks.real("noise", noise, nonnegative=True)
     device, dtype = resolve(device, dtype)
+    _checks.fits("n", n, 8 * n * 8, f"{n} points and targets")
     gen = generator(seed)
     t = torch.sort(torch.rand(n, generator=gen, dtype=torch.float64) * 2 * math.pi - math.pi).values
     x = math.sqrt(2) * torch.stack([t.cos(), t.sin()], dim=1)

@@ -28,7 +28,7 @@ def default_device() -> torch.device:
 
 def full_scale(device: torch.device | str | None = None) -> bool:
     """Return whether lessons should run their ``FULL`` (GPU-sized) experiments on ``device``."""
-    return torch.device(device or default_device()).type == "cuda"
+    return (default_device() if device is None else _checks.available(device)).type == "cuda"
 
 
 def resolve(
@@ -41,7 +41,7 @@ def resolve(
     """
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype such as torch.float64; got {dtype!r}")
-    device = torch.device(device) if device is not None else default_device()
+    device = _checks.available(device) if device is not None else default_device()
     return device, dtype or (THEORY_DTYPE if theory else TRAIN_DTYPE)
 
 

@@ -123,10 +123,15 @@ def train_gd(
     divergence = Divergence(divergence_factor, on_divergence)
     if ntk_every is not None:
         ntk_every = _checks.positive_int("ntk_every", ntk_every)
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError("x and y must be torch tensors")
-    if x.shape[0] != y.shape[0] or x.shape[0] < 1:
-        raise ValueError(f"x and y must hold the same number (>= 1) of points; got {x.shape[0]} and {y.shape[0]}")
+    ref = _checks.trainable("model", model)[0]
+    x, y = _checks.points("x", x, like=ref), _checks.points("y", y, like=ref)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must hold the same number of points; got shapes {tuple(x.shape)} "
+                         f"and {tuple(y.shape)}")
+    records = steps // ntk_every + 2 if ntk_every is not None else 0
+    _checks.fits("steps", steps, 8 * ((steps + 1) * y.numel() * record_outputs
+                                      + 2 * records * (x.shape[0] * y[0].numel()) ** 2),
+                 "the recorded outputs and kernels")
     theta0 = _flat_params(model)
     norm0 = theta0.norm().clamp(min=torch.finfo(torch.float64).tiny)
     history = TrainHistory(loss=torch.empty(0), param_change=torch.empty(0))
@@ -271,6 +276,7 @@ def mse_flow(
     """
     lam, v, r0, y, _, d = _spectral(k_train, y_train, f0_train, lr)
     times = _times("t", t, lam.device)
+    _checks.fits("t", f"{times.numel()} times", 4 * times.numel() * d * 8, "the trajectories", lam.device)
     decay, gain = _flow_factors(lam, lr * times.reshape(-1, 1) / d)
     return _predict(lam, v, r0, y, decay, gain, k_test_train, f0_test, times.ndim == 0)
 
@@ -291,8 +297,10 @@ def mse_gd(
     so mode by mode ``f_k - y`` shrinks by ``(1 - lr lam / D)^k`` and the test factor is
     ``(1 - (1 - lr lam/D)^k) / lam`` (limit ``k lr / D`` on zero modes). As ``lr -> 0`` with
     ``k lr`` fixed it tends to the flow. GD on this kernel converges iff
-    ``lr < 2 D / lam_max``; beyond that the residual grows geometrically and, if it
-    overflows, :class:`~ntk_lib.training.DivergenceError` reports the first step at which it did.
+    ``lr < 2 D / lam_max``; beyond that the residual grows geometrically, and
+    :class:`~ntk_lib.training.DivergenceError` reports the first of the asked steps whose
+    predicted loss breaks the rule of :mod:`ntk_lib.training` (non-finite, or ``1e6`` times
+    the larger of the initial loss and ``(1/2D) ||y||^2``).
 
     Args:
         steps: a number of steps or a 1-D sequence of them (integers >= 0).
@@ -310,9 +318,15 @@ def mse_gd(
         accurate = -torch.expm1(k.reshape(-1, 1) * torch.log1p(-u.clamp(max=0.5)))
         numer = torch.where(small, accurate, 1 - factor)
         gain = torch.where(lam > 0, numer / torch.where(lam > 0, lam, 1.0), k.reshape(-1, 1) * lr / d)
-    if not (torch.isfinite(factor).all() and torch.isfinite(gain).all()):
-        bad = int(k[~torch.isfinite(factor).all(1)].min()) if k.ndim else int(k)
-        raise DivergenceError(bad, float("inf"))
+    # The rule of ntk_lib.training on the predicted loss (1/2D) ||f_k - y||^2 = (1/2D) sum (factor r0)^2.
+    loss = 0.5 * ((factor * r0) ** 2).sum(dim=1) / d
+    divergence = Divergence(DIVERGENCE_FACTOR, "raise")
+    divergence.start(0.5 * float(r0.pow(2).sum()) / d, 0.5 * float(y.pow(2).sum()) / d)
+    bad = ~(torch.isfinite(factor).all(1) & torch.isfinite(gain).all(1)) | (
+        loss > divergence.factor * divergence.reference)
+    if bad.any():
+        step = int(k.reshape(-1)[bad].min())
+        divergence.check(step, float(loss[k.reshape(-1) == step][0]))
     return _predict(lam, v, r0, y, factor, gain, k_test_train, f0_test, k.ndim == 0)
 
 

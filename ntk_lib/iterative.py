@@ -202,7 +202,7 @@ def train(
         if ntk_probe > x.shape[0]:
             raise ValueError(f"ntk_probe must be at most the {x.shape[0]} training points; got {ntk_probe}")
     divergence = Divergence(divergence_factor, on_divergence)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = _checks.available(device) if device is not None else next(model.parameters()).device
     net = Net(model.to(device))
     x, y = _to(x, net, device), _to(y, net, device)
     test = None if x_test is None else (_to(x_test, net, device), _to(y_test, net, device))
@@ -305,7 +305,7 @@ def _loss_function(loss):
     if not isinstance(loss, str):
         return loss
     if loss == "cross_entropy":
-        return F.cross_entropy
+        return _cross_entropy
     fn = mse_loss if loss == "mse" else lambda f, y: 0.5 * (f - y).pow(2).sum()
 
     def checked(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -318,6 +318,23 @@ def _loss_function(loss):
         return fn(f, y)
 
     return checked
+
+
+def _cross_entropy(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy`` after checking that ``f`` holds class scores and ``y`` classes."""
+    if f.ndim != 2 or f.shape[1] < 2:
+        raise ValueError(
+            "loss='cross_entropy' needs class scores, model output of shape (N, classes >= 2); "
+            f"got output shape {tuple(f.shape)}"
+        )
+    if y.is_floating_point():
+        if y.shape != f.shape:
+            raise ValueError(f"y must hold class probabilities of shape {tuple(f.shape)} or class "
+                             f"indices of shape ({f.shape[0]},); got {y.dtype} {tuple(y.shape)}")
+    elif y.shape != f.shape[:1] or y.min() < 0 or y.max() >= f.shape[1]:
+        raise ValueError(f"y must hold class indices in [0, {f.shape[1]}) of shape ({f.shape[0]},); "
+                         f"got shape {tuple(y.shape)}, range [{int(y.min())}, {int(y.max())}]")
+    return F.cross_entropy(f, y)
 
 
 def _drift(
@@ -412,14 +429,14 @@ class _Recorder:
 
 
 def _check_data(model, x, y, x_test, y_test, loss) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    _checks.trainable("model", model)
     for name, v in (("x", x), ("y", y), ("x_test", x_test), ("y_test", y_test)):
-        required = name in ("x", "y")
-        if (v is not None or required) and (not isinstance(v, torch.Tensor) or v.ndim < 1):
-            raise TypeError(f"{name} must be a tensor of points (first dimension); got {type(v)}")
+        if v is None and name in ("x_test", "y_test"):
+            continue
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor of points (first dimension); got {type(v).__name__}")
+        if v.is_floating_point() or v.ndim < 1:  # class labels stay integers
+            _checks.points(name, v)
     if x.shape[0] < 1 or x.shape[0] != y.shape[0]:
         raise ValueError("x and y must hold the same number (>= 1) of points; "
                          f"got {x.shape[0]} and {y.shape[0]}")

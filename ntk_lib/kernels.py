@@ -88,6 +88,8 @@ def nngp_ntk(
     x1 = _checks.matrix("x1", x1, dtype=torch.float64)
     symmetric = x2 is None
     x2 = x1 if symmetric else _checks.matrix("x2", x2, cols=x1.shape[1], dtype=torch.float64, device=x1.device)
+    _checks.fits("x1", f"{x1.shape[0]} points x {x2.shape[0]}", 2 * x1.shape[0] * x2.shape[0] * 8,
+                 "the two kernel matrices", x1.device)
 
     n1, n2 = x1.shape[0], x2.shape[0]
     k22 = sw2 * (x2 * x2).sum(1)[None, :] / x2.shape[1] + sb2
@@ -232,22 +234,27 @@ def empirical_ntk(
         method: one of ``"auto"``, ``"structured"``, ``"jacobian"``, ``"ntvp"``.
     """
     _checks.choice("method", method, EMPIRICAL_METHODS)
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    ref = _checks.trainable("model", model)[0]
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True): its NTK is zero")
-    ref = next(iter(params.values()))
-    x1 = _batch("x1", x1, ref)
-    x2 = None if x2 is None else _batch("x2", x2, ref)
+    _checks.deterministic("model", model)
+    x1 = _checks.points("x1", x1, like=ref)
+    x2 = None if x2 is None else _checks.points("x2", x2, like=ref)
     if x2 is not None and x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x2 must have the same per-point shape as x1 {tuple(x1.shape[1:])}; got {tuple(x2.shape)}")
-    with torch.no_grad():
-        out = model(x1[:1])
-    if out.numel() != 1:
+    n2 = x1.shape[0] if x2 is None else x2.shape[0]
+    _checks.fits("x1", f"{x1.shape[0]} points x {n2}", x1.shape[0] * n2 * ref.element_size(),
+                 "the kernel matrix", ref.device)
+    try:
+        with torch.no_grad():
+            out = model(x1)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(f"model cannot be applied to x1 of shape {tuple(x1.shape)}: {err}") from err
+    if out.numel() != x1.shape[0]:
         raise ValueError(
-            f"empirical_ntk needs a model with one scalar output per input; one input gave output shape {tuple(out.shape)}"
+            "empirical_ntk needs a model with one scalar output per input; x1 of shape "
+            f"{tuple(x1.shape)} gives output shape {tuple(out.shape)}"
         )
+    _checks.batch_independent("model", model, x1)
     if method == "auto":
         method = _auto_method(model, params, x1, x2)
     if method == "structured":
@@ -279,18 +286,10 @@ def empirical_nngp(model: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None)
         raise TypeError(f"model must be an ntk_lib.models.MLP; got {type(model).__name__}")
     readout = model.layers[-1]
     with torch.no_grad():
-        a1 = model.forward_cache(_batch("x1", x1, readout.weight))[0][-1]
-        a2 = a1 if x2 is None else model.forward_cache(_batch("x2", x2, readout.weight))[0][-1]
+        a1 = model.forward_cache(_checks.points("x1", x1, like=readout.weight))[0][-1]
+        a2 = a1 if x2 is None else model.forward_cache(_checks.points("x2", x2, like=readout.weight))[0][-1]
         gram = readout.scale.weight_mult**2 * (a1 @ a2.T)
         return gram + readout.scale.bias_mult**2 if readout.bias is not None else gram
-
-
-def _batch(name: str, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(x)
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"{name} must be a batch of inputs with at least one point; got shape {tuple(x.shape)}")
-    return x.to(device=ref.device, dtype=ref.dtype)
 
 
 def _auto_method(model: torch.nn.Module, params: dict, x1: torch.Tensor, x2: torch.Tensor | None) -> str:

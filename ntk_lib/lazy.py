@@ -85,11 +85,10 @@ def kappa_ratio(
     ``kappa = Theta(D^{q-1})`` (Pleiss, lecture 11). Lesson 05.
     """
     iters = _checks.positive_int("iters", iters)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters")
+    params = _checks.trainable("model", model)
+    _checks.deterministic("model", model)
     ref = params[0]
-    x = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+    x = _checks.points("x", x, like=ref)
     x = x.reshape(1, -1) if x.ndim == 1 else x
     if x.ndim != 2 or x.shape[0] != 1:
         raise ValueError(

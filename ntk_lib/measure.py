@@ -139,6 +139,9 @@ def ntk_top_eigenvalue(
     network converges iff ``lr < 2 D / lambda_max`` (:func:`critical_lr`; Lee et al. 2019).
     """
     _checks.choice("method", method, ("exact", "power"))
+    ref = _checks.trainable("model", model)[0]
+    _checks.deterministic("model", model)
+    x = _checks.points("x", x, like=ref)
     if method == "exact":
         return torch.linalg.eigvalsh(empirical_ntk(model, x).to(torch.float64))[-1].item()
     max_iters = _checks.positive_int("max_iters", max_iters)

@@ -125,6 +125,10 @@ class MLP(nn.Module):
         self.parametrization = parametrization
         device, dtype = resolve(device, dtype)
         sizes = [self.d_in, *self.widths, self.d_out]
+        weights = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+        # the parameters, plus the float64 draw of the largest layer on the CPU
+        _checks.fits("width", width, sum(weights) * dtype.itemsize, "the weights", device)
+        _checks.fits("width", width, max(weights) * 8, "drawing the largest layer", "cpu")
         scales = layer_scales(
             parametrization, sizes[:-1], sizes[1:], self.sigma_w, self.sigma_b, base_width=base_width
         )
@@ -138,6 +142,12 @@ class MLP(nn.Module):
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.d_in:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (N, d_in={self.d_in}); got {shape}")
+        ref = self.layers[0].weight
+        if x.dtype != ref.dtype or x.device != ref.device:
+            raise ValueError(
+                f"x must be {ref.dtype} on {ref.device} like the network's weights; got {x.dtype} "
+                f"on {x.device}: convert it with x.to(...)"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
