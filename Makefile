@@ -12,6 +12,8 @@
 #   make gpu-check  the prepared GPU check (DRY_RUN=1: on the CPU, toy sizes)
 #   make assignments  build the nbgrader course (student versions in course/release)
 #   make screenshots  open the built book in headless Chromium, check it, save screenshots
+#   make classroom    a whole class on this machine: JupyterHub, nbgrader's exchange, a
+#                teacher and two students (root; loopback only; classroom/README.md)
 #   make clean   remove build outputs (not the virtualenv)
 
 SHELL := bash
@@ -27,7 +29,7 @@ BOOK_FLAGS := -W -n --keep-going
 LESSONS := $(wildcard lessons/*.ipynb)
 BENCHMARKS := $(wildcard benchmarks/*.py)
 
-.PHONY: install book instructor-book test bench clean screenshots assignments gpu-check
+.PHONY: install book instructor-book test bench clean screenshots assignments gpu-check classroom
 
 install: $(INSTALLED)
 
@@ -103,6 +105,20 @@ screenshots: install
 # benchmarks/GPU.md and benchmarks/gpu/*.ipynb. DRY_RUN=1: the same on the CPU, toy sizes.
 gpu-check: install
 	$(PY) tools/gpu_check.py $(if $(DRY_RUN),--dry-run)
+
+# A class run end to end on this machine (as root: it creates and removes three Unix
+# accounts): JupyterHub from classroom/jupyterhub_config.py on 127.0.0.1, the proxy from
+# npm (classroom/package-lock.json), nbgrader's exchange; release, fetch, submit, collect,
+# autograde, manual grade, feedback, with permission and score checks. At most 25 min.
+# CLASSROOM_FLAGS="--break world-readable" breaks the exchange on purpose: it must fail.
+CLASSROOM_TIMEOUT ?= 1500
+classroom: install
+	$(PY) -m pip install -q -r classroom/requirements.txt
+	command -v node >/dev/null && command -v npm >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	test -x classroom/node_modules/.bin/configurable-http-proxy || \
+	  npm ci --prefix classroom --no-audit --no-fund
+	timeout -k 120 $(CLASSROOM_TIMEOUT) $(PY) classroom/run_class.py $(CLASSROOM_FLAGS)
 
 bench: install
 	for script in $(BENCHMARKS); do echo "== $$script"; $(PY) "$$script"; done

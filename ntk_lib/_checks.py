@@ -141,7 +141,7 @@ def trainable(name: str, model: Any) -> list[torch.nn.Parameter]:
         raise TypeError(f"{name} must be a torch.nn.Module; got {type(model).__name__}")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError(f"{name} has no trainable parameter (requires_grad=True); got {type(model).__name__}")
+        raise ValueError(f"{name} has no trainable parameters (requires_grad=True); got {type(model).__name__}")
     return params
 
 
@@ -156,7 +156,7 @@ def deterministic(name: str, model: torch.nn.Module) -> None:
     for path, m in model.named_modules():
         if m.training and isinstance(m, stochastic):
             raise ValueError(
-                f"{name} has {type(m).__name__} layer {path!r} in training mode, whose output "
+                f"{name} has {type(m).__name__} in training mode (layer {path!r}), whose output "
                 f"depends on the batch or is random: call {name}.eval() first"
             )
 
@@ -188,7 +188,9 @@ def batch_independent(name: str, model: torch.nn.Module, x: torch.Tensor) -> Non
         )
 
 
-def fits(name: str, value: Any, nbytes: float, what: str, device: torch.device | str = "cpu") -> None:
+def fits(
+    name: str, value: Any, nbytes: float, what: str, device: torch.device | str = "cpu", hint: str = ""
+) -> None:
     """Raise ``ValueError`` naming ``name=value`` if ``nbytes`` would not fit in free memory.
 
     Free memory: the available physical memory (``/proc/meminfo``'s ``MemAvailable``, else
@@ -200,7 +202,7 @@ def fits(name: str, value: Any, nbytes: float, what: str, device: torch.device |
     if nbytes > free:
         raise ValueError(
             f"{name}={value!r:.80} needs about {nbytes / 2**30:.3g} GiB for {what}, more than the "
-            f"{free / 2**30:.3g} GiB free on {device.type}: choose a smaller {name}"
+            f"{free / 2**30:.3g} GiB free on {device.type}: choose a smaller {name}{hint}"
         )
 
 

@@ -342,7 +342,9 @@ def top_eigenvalue(model: torch.nn.Module, x: torch.Tensor) -> float:
     """Return ``lam = lambda_max(Theta)/D``, the normalised top eigenvalue of the NTK on ``x``.
 
     With the course's loss ``(1/2D) sum (f - y)^2`` a step of GD multiplies the residual along
-    the top eigenvector by ``1 - eta lam``, so ``2/lam`` is the critical learning rate.
+    the top eigenvector by ``1 - eta lam``, so ``2/lam`` is the critical learning rate. For a
+    model with ``K`` outputs per input (loss summed over outputs) ``Theta`` is the full
+    ``(D K) x (D K)`` kernel of all outputs.
     """
     return ntk_top_eigenvalue(model, x) / x.shape[0]
 

@@ -119,3 +119,61 @@ def digits(
     x_all = x_all.to(device=device, dtype=dtype)
     y_all = y_all.to(device)
     return x_all[train], y_all[train], x_all[test], y_all[test]
+
+
+def one_hot(
+    labels: torch.Tensor,
+    num_classes: int | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Return the one-hot targets of class indices, shape ``(N, num_classes)``: a regression task.
+
+    Row ``a`` is ``e_{labels[a]}``; with them, kernel regression or an MSE-trained network
+    with ``num_classes`` outputs is a classifier (predicted class: the largest output,
+    scored by :func:`accuracy`). ``num_classes`` defaults to ``labels.max() + 1``; dtype
+    defaults to float64 (theory) on the labels' device.
+    """
+    labels = torch.as_tensor(labels)
+    if labels.ndim != 1 or labels.numel() < 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"labels must be a 1-D integer tensor of class indices with at least one entry; got "
+            f"shape {tuple(labels.shape)}, dtype {labels.dtype}"
+        )
+    if labels.min() < 0:
+        raise ValueError(f"labels must be class indices >= 0; got {int(labels.min())}")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    num_classes = _checks.positive_int("num_classes", num_classes)
+    if labels.max() >= num_classes:
+        raise ValueError(f"labels must be < num_classes={num_classes}; got {int(labels.max())}")
+    _, dtype = resolve(labels.device, dtype, theory=True)
+    return torch.nn.functional.one_hot(labels.long(), num_classes).to(dtype)
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Return the fraction of points whose largest output is the true class.
+
+    Args:
+        outputs: scores of shape ``(N, K)`` with ``K >= 2`` (network outputs, kernel
+            regression predictions, logits), finite.
+        targets: class indices ``(N,)`` (integers) or targets ``(N, K)`` whose largest
+            entry marks the class (one-hot, or one-hot shifted and scaled).
+    """
+    if not isinstance(outputs, torch.Tensor):
+        outputs = torch.as_tensor(outputs)
+    if outputs.ndim != 2 or outputs.shape[1] < 2 or outputs.shape[0] < 1:
+        raise ValueError(f"outputs must have shape (N, K) with K >= 2 classes; got {tuple(outputs.shape)}")
+    if outputs.is_complex() or not torch.isfinite(outputs.to(torch.float64)).all():
+        raise ValueError("outputs contains NaN, infinite or complex entries")
+    targets = torch.as_tensor(targets, device=outputs.device)
+    if targets.shape == outputs.shape:
+        truth = targets.argmax(1)
+    elif targets.shape == outputs.shape[:1] and not targets.is_floating_point() and targets.dtype != torch.bool:
+        truth = targets
+    else:
+        raise ValueError(
+            f"targets must be class indices of shape ({outputs.shape[0]},) (integers) or scores of "
+            f"outputs' shape {tuple(outputs.shape)}; got shape {tuple(targets.shape)}, dtype {targets.dtype}"
+        )
+    return float((outputs.argmax(1) == truth).double().mean())

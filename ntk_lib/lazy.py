@@ -167,8 +167,9 @@ def scaled_mlp(
     """
     model = MLP(d_in, width, 1, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
                 parametrization=output_scaling(q), seed=seed, device=device, dtype=dtype)
-    with torch.no_grad():
-        model.layers[-1].bias.zero_()
+    if model.layers[-1].bias is not None:  # None when sigma_b = 0 leaves it out
+        with torch.no_grad():
+            model.layers[-1].bias.zero_()
     return model
 
 
@@ -352,3 +353,61 @@ def linear_probe(
     ridge = _checks.real("ridge", ridge, positive=True)
     pred = ridge_predict(phi, y, phi_t, ridge, centre=True)
     return float(((pred - y_t) ** 2).mean() / y_t.var())
+
+
+@dataclass(frozen=True)
+class RidgeCV:
+    """The cross-validation of :func:`ridge_cv`.
+
+    ``errors[k]`` is the mean over the folds of the held-out :func:`linear_probe` error
+    with the penalty ``ridges[k]``; ``ridge`` is the penalty with the smallest one (the
+    largest of them on ties, the safer choice).
+    """
+
+    ridges: tuple[float, ...]
+    errors: torch.Tensor
+    ridge: float
+
+
+def ridge_cv(
+    features: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    ridges: Sequence[float],
+    folds: int = 4,
+    seed: int = 0,
+) -> RidgeCV:
+    """Return the :class:`RidgeCV` choosing :func:`linear_probe`'s ``ridge`` by k-fold CV.
+
+    The rows of ``features`` (the training points of the probe, never its test points) are
+    split into ``folds`` interleaved folds of a random permutation drawn from ``seed``; each
+    fold is predicted by a probe fitted on the others. Tuning the penalty per feature set
+    compares every set at its best (Hastie, Tibshirani & Friedman 2009, sec. 7.10). Lesson
+    05 uses it to compare random, lazily and richly trained features.
+    """
+    phi = _checks.matrix("features", features, dtype=torch.float64)
+    yv = _checks.vector("y", y, dtype=torch.float64, device=phi.device)
+    if yv.shape[0] != phi.shape[0]:
+        raise ValueError(
+            f"y must have one entry per row of features; got {yv.shape[0]} for {phi.shape[0]}"
+        )
+    if isinstance(ridges, (str, bytes)) or not isinstance(ridges, Sequence) or not ridges:
+        raise ValueError(f"ridges must be a non-empty sequence of positive numbers; got {ridges!r}")
+    grid = tuple(_checks.real(f"ridges[{k}]", r, positive=True) for k, r in enumerate(ridges))
+    folds = _checks.positive_int("folds", folds)
+    if not 2 <= folds <= phi.shape[0] // 2:
+        raise ValueError(
+            f"folds must be between 2 and half the number of rows ({phi.shape[0] // 2}), so that "
+            f"every held-out fold has two points; got {folds}"
+        )
+    seed = _checks.nonnegative_int("seed", seed)
+    order = torch.randperm(phi.shape[0], generator=torch.Generator().manual_seed(seed))
+    order = order.to(phi.device)
+    errors = torch.zeros(len(grid), dtype=torch.float64)
+    for f in range(folds):
+        held = torch.zeros(phi.shape[0], dtype=torch.bool, device=phi.device)
+        held[order[f::folds]] = True
+        for k, r in enumerate(grid):
+            errors[k] += linear_probe(phi[~held], yv[~held], phi[held], yv[held], ridge=r) / folds
+    best = min(range(len(grid)), key=lambda k: (float(errors[k]), -grid[k]))
+    return RidgeCV(grid, errors, grid[best])

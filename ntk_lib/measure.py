@@ -143,7 +143,11 @@ def ntk_top_eigenvalue(
     _checks.deterministic("model", model)
     x = _checks.points("x", x, like=ref)
     if method == "exact":
-        return torch.linalg.eigvalsh(empirical_ntk(model, x).to(torch.float64))[-1].item()
+        ntk = empirical_ntk(model, x, outputs="full").to(torch.float64)
+        if ntk.ndim == 4:  # (D, D, K, K): the kernel of all D K outputs
+            d, k = ntk.shape[0], ntk.shape[2]
+            ntk = ntk.permute(0, 2, 1, 3).reshape(d * k, d * k)
+        return torch.linalg.eigvalsh(ntk)[-1].item()
     max_iters = _checks.positive_int("max_iters", max_iters)
     names, params = zip(*[(k, p) for k, p in model.named_parameters() if p.requires_grad])
     eps = torch.finfo(params[0].dtype).eps

@@ -40,6 +40,7 @@ class Dense(nn.Module):
         scale: LayerScale,
         *,
         bias: bool,
+        draw_bias: bool | None = None,
         gen: torch.Generator | None,
         device: torch.device,
         dtype: torch.dtype,
@@ -50,15 +51,24 @@ class Dense(nn.Module):
         # in every dtype and on every device.
         w = torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) * scale.weight_std
         self.weight = nn.Parameter(w.to(device=device, dtype=dtype))
-        if bias:
+        # A bias left out because it could never matter is still drawn (and dropped), so
+        # that the weights of later layers are the same numbers with or without it.
+        if bias or (draw_bias if draw_bias is not None else bias):
             b = torch.randn(fan_out, generator=gen, dtype=torch.float64) * scale.bias_std
+        if bias:
             self.bias = nn.Parameter(b.to(device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
+        # A left-out dead bias keeps the fused product of a layer with m_b = 0 (outputs equal
+        # to the last bit to those with bias=True); bias=False keeps its own product.
+        self._fused = not bias and bool(draw_bias)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         # One fused GEMM (multipliers as alpha/beta): no separate scaling passes over h.
         if self.bias is None:
+            if self._fused:
+                zero = a.new_zeros(())
+                return torch.addmm(zero, a, self.weight.T, beta=0.0, alpha=self.scale.weight_mult)
             return torch.mm(a, self.weight.T).mul_(self.scale.weight_mult)
         return torch.addmm(self.bias, a, self.weight.T, beta=self.scale.bias_mult, alpha=self.scale.weight_mult)
 
@@ -87,7 +97,17 @@ class MLP(nn.Module):
         base_width: the width at which a parametrization with its constants in the init
             (all presets but ``"ntk"``) is the standard one, training included (the
             ``mup`` package's base shape); 1 applies the exponents to the width itself.
-        bias: whether layers have biases (deep linear networks have none).
+        bias: whether layers have bias parameters. ``None`` (the default): every layer whose
+            bias multiplier is non-zero has one, i.e. all of them unless ``sigma_b = 0`` in a
+            parametrization that keeps its constants in the multiplier (``"ntk"``), where
+            ``m_b = sigma_b = 0`` makes a bias that never affects the output and never
+            moves, so that it would only inflate ``||theta_0||`` and the parameter count.
+            (With the constants in the init, e.g. ``"standard"`` or ``"mup"``, ``sigma_b = 0``
+            is a zero-initialised bias that does train, and is kept.) The random draws of a
+            left-out bias are still made, so the weights are those of ``bias=True`` with the
+            same seed. ``True``: a bias in every layer (the behaviour before this default,
+            with dead biases when ``m_b = 0``). ``False``: none (deep linear networks), and
+            no draws for them.
         d_out: number of outputs; with 1 (the default) ``forward`` returns shape ``(N,)``.
         seed: an int or ``torch.Generator`` for the initialisation (``None``: torch's global state).
         device, dtype: defaults ``default_device()`` and float32.
@@ -107,7 +127,7 @@ class MLP(nn.Module):
         sigma_b: float = 0.0,
         parametrization: str | ABC = "ntk",
         base_width: int = 1,
-        bias: bool = True,
+        bias: bool | None = None,
         d_out: int = 1,
         seed: int | torch.Generator | None = None,
         device: torch.device | str | None = None,
@@ -132,9 +152,14 @@ class MLP(nn.Module):
         scales = layer_scales(
             parametrization, sizes[:-1], sizes[1:], self.sigma_w, self.sigma_b, base_width=base_width
         )
+        if bias is not None and not isinstance(bias, bool):
+            raise TypeError(f"bias must be True, False or None (automatic); got {bias!r}")
         gen = generator(seed)
         self.layers = nn.ModuleList(
-            Dense(n_in, n_out, s, bias=bias, gen=gen, device=device, dtype=dtype)
+            Dense(
+                n_in, n_out, s, bias=s.bias_mult != 0 if bias is None else bias,
+                draw_bias=bias is not False, gen=gen, device=device, dtype=dtype,
+            )
             for n_in, n_out, s in zip(sizes[:-1], sizes[1:], scales)
         )
 

@@ -324,8 +324,8 @@ class MLPRun:
         method: ``"quadrature"`` or ``"monte_carlo"`` for a limit, ``"network"`` otherwise.
         points: the number of ``(Z^u, Z^v)`` points of the limit's integral (0 for a network).
         error: the limit's estimated integration error on ``outputs`` (quadrature: distance
-            to a coarser rule, an upper estimate; Monte Carlo: standard error over
-            independent scramblings); ``None`` for a network.
+            to a coarser rule; Monte Carlo: standard error over independent scramblings);
+            ``None`` for a network.
         diverged_at: the step at which the run diverged, ``-1`` if it did not.
     """
 
@@ -538,7 +538,8 @@ def mlp_limit(
 
     - ``method="quadrature"``: a tensor Gauss-Hermite rule with ``nodes`` points per
       dimension (default :data:`QUADRATURE_NODES`); ``error`` is the distance to the rule
-      with a third fewer nodes, an upper estimate;
+      with a third fewer nodes (an order of magnitude: near a steep front the convergence
+      is not monotone);
     - ``method="monte_carlo"``: :data:`MC_REPLICAS` independently scrambled Sobol sets of
       ``pairs`` antithetic pairs each, mapped to Gaussians; ``error`` is the standard error
       of their mean (it ignores the feedback of the integration error through ``chi``);
@@ -548,8 +549,8 @@ def mlp_limit(
     variables), which makes ``f_0 = 0`` exactly, as in the limit. Accuracy (tested in
     ``tests/test_tensor_programs.py``): the linear activation reproduces
     :func:`linear_limit` to 1e-13 (the integrand is a polynomial); for tanh with inputs of
-    order one the default rules are within 1e-4 relative error of a twice finer one after
-    50 steps, and much closer early on, where the integrand is smoother (an independent
+    order one the default rules are within about 1e-4 relative error of finer ones after
+    40-50 steps, and much closer early on, where the integrand is smoother (an independent
     adaptive quadrature agrees to 1e-8 after two steps). With training, the coordinates
     whose ``u`` changes sign form a steep front in the integrand, which is what limits the
     accuracy; ``error`` tracks it.
@@ -686,3 +687,92 @@ def mlp_finite(
         chi = (f - y) * (lr / n_in)
         u, v = u - (v[:, None] * (dp * chi)) @ x / scale, v - p @ chi
     return _mlp_finish(name, width, outs, tests, feats, y, on_divergence, "network", 0, None)
+
+
+# ---------------------------------------------------------------------------------------
+# Two hidden layers: where W and W^T meet (gradient independence and its failure)
+# ---------------------------------------------------------------------------------------
+
+TRANSPOSES: tuple[str, ...] = ("same", "independent")
+"""Accepted values of ``transpose`` in :func:`two_layer_step`."""
+
+
+@dataclass(frozen=True)
+class TwoLayerStep:
+    """One muP SGD step of the two-hidden-layer network (:func:`two_layer_step`).
+
+    Attributes:
+        width: ``n``.
+        transpose: ``"same"`` (true backpropagation) or ``"independent"`` (the backward pass
+            multiplies by the transpose of an independent copy of ``W``).
+        f0, f1: the outputs on the training inputs before and after the step, shape ``(D,)``.
+        first_update: ``||U_1 - U_0||_F / sqrt(n)``, the size of the first feature update.
+    """
+
+    width: int
+    transpose: str
+    f0: torch.Tensor
+    f1: torch.Tensor
+    first_update: float
+
+
+def two_layer_step(
+    x: Any,
+    y: Any,
+    *,
+    lr: float,
+    width: int,
+    seed: int | torch.Generator | None,
+    transpose: str = "same",
+    activation: str = "tanh",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> TwoLayerStep:
+    """Return one muP SGD step of ``f = v . phi(W phi(U x / sqrt(d)) / sqrt(n)) / n``.
+
+    ``U (n x d)``, ``W (n x n)``, ``v (n)`` have i.i.d. ``N(0, 1)`` entries (drawn in that
+    order, float64 on the CPU), and every tensor moves by ``-eta n`` times its gradient of
+    ``L = (1/2D) sum_a (f(x_a) - y_a)^2``, as in :func:`mlp_finite`. The backward pass to the
+    first layer multiplies by ``W^T``: ``dL/dx^1 = W^T dL/dh^2 / sqrt(n)``. With
+    ``transpose="independent"`` it uses ``W~^T`` for an independent copy ``W~`` instead (the
+    *gradient independence assumption*). At initialisation the two give the same limit of
+    the first gradient (``first_update``); after the step, the forward pass multiplies
+    ``W_0`` by features that were built from ``W_0^T``, and the Master Theorem's correction
+    ``Z-dot`` makes ``f1`` differ at order one (Yang & Hu 2021). Taught in lesson 09.
+    """
+    device, dtype = resolve(device, dtype, theory=True)
+    x = _inputs("x", x, None, dtype, device)
+    y = _checks.vector("y", y, dtype=dtype, device=device)
+    if y.shape != (x.shape[0],):
+        raise ValueError(
+            f"y must have one target per input, shape ({x.shape[0]},); got shape {tuple(y.shape)}"
+        )
+    lr = _checks.real("lr", lr, positive=True)
+    width = _checks.positive_int("width", width)
+    transpose = _checks.choice("transpose", transpose, TRANSPOSES)
+    _, both = _activation(activation)
+    gen = generator(seed)
+    n_in, d = x.shape
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device, dtype)
+
+    u, w, v = draw(width, d), draw(width, width), draw(width)
+    w_back = draw(width, width) if transpose == "independent" else w
+    rn, rd = math.sqrt(width), math.sqrt(d)
+
+    def forward(u, w, v):
+        p1, dp1 = both(u @ x.T / rd)  # (n, D)
+        p2, dp2 = both(w @ p1 / rn)
+        return p1, dp1, p2, dp2, v @ p2 / width
+
+    p1, dp1, p2, dp2, f0 = forward(u, w, v)
+    chi = (f0 - y) / n_in  # dL/df
+    dh2 = v[:, None] * dp2 * chi / width  # dL/dh^2, (n, D)
+    dh1 = (w_back.T @ dh2) / rn * dp1  # dL/dh^1
+    step = lr * width
+    du = step * dh1 @ x / rd
+    w1 = w - step * dh2 @ p1.T / rn
+    v1 = v - step * p2 @ chi / width
+    f1 = forward(u - du, w1, v1)[-1]
+    return TwoLayerStep(width, transpose, f0, f1, float(torch.linalg.matrix_norm(du) / rn))

@@ -182,6 +182,22 @@ def test_top_eigenvalue_is_normalised_by_the_number_of_points():
     )
 
 
+def test_top_eigenvalue_of_many_outputs_sets_the_critical_rate():
+    """K outputs: lam is that of the (D K) x (D K) kernel of all outputs, and one GD step of the
+    linearised network multiplies the residual along its top eigenvector by 1 - eta lam."""
+    x = data.sphere(6, 3, seed=0)
+    model = MLP(3, 16, 1, d_out=3, seed=0, dtype=torch.float64, device="cpu")
+    lam = catapult.top_eigenvalue(model, x)
+    full = empirical_ntk(model, x).permute(0, 2, 1, 3).reshape(18, 18)
+    evals, evecs = torch.linalg.eigh(full)
+    assert lam == pytest.approx(evals[-1].item() / 6, rel=1e-12)
+    mean_top = torch.linalg.eigvalsh(empirical_ntk(model, x, outputs="mean"))[-1].item() / 6
+    assert lam >= mean_top * (1 - 1e-12)  # v' Theta_mean v is an average of K Rayleigh quotients
+    r = evecs[:, -1]  # residual along the top mode: (D K,) = (D, K) flattened by point
+    step = r - (1.0 / 6) * full @ r  # f_1 - y = (I - (eta/D) Theta)(f_0 - y), eta = 1
+    torch.testing.assert_close(step, (1 - lam) * r)
+
+
 def test_below_the_critical_rate_the_kernel_barely_moves_less_so_when_wider():
     """eta = 0.5 * 2/lam0: lazy. The top eigenvalue's relative change is a finite-width effect
     that varies by ~10x between seeds; averaged over 4 seeds it falls from ~2% at width 64 to

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ntk_lib import MLP, data, empirical_ntk, nngp_ntk
+from ntk_lib import MLP, _checks, data, empirical_ntk, kernels, nngp_ntk
 from ntk_lib.plotting import loglog_slope
 
 F64 = torch.float64
@@ -274,12 +274,179 @@ def test_empirical_ntk_rejects_bad_input():
         empirical_ntk(model, torch.ones(4, 2))
     with pytest.raises(ValueError, match="x2 must have the same per-point shape"):
         empirical_ntk(model, x, torch.ones(4, 5))
-    with pytest.raises(ValueError, match="scalar output"):
-        empirical_ntk(MLP(3, 8, 1, d_out=2, seed=0, device="cpu"), x)
+    with pytest.raises(ValueError, match="outputs"):
+        empirical_ntk(model, x, outputs="trace")
     with pytest.raises(TypeError, match="model"):
         empirical_ntk(lambda t: t, x)
     with pytest.raises(ValueError, match="x1 must be a batch"):
         empirical_ntk(model, torch.ones(0, 3))
+
+
+def test_empirical_ntk_refuses_non_finite_and_oversize_requests(monkeypatch):
+    model = MLP(3, 8, 1, d_out=4, seed=0, device="cpu", dtype=F64)
+    x = torch.ones(4, 3, dtype=F64)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="x1 contains NaN or infinite"):
+            empirical_ntk(model, x.clone().fill_(bad))
+        with pytest.raises(ValueError, match="x2 contains NaN or infinite"):
+            empirical_ntk(model, x, torch.full((2, 3), bad, dtype=F64))
+    # 10^5 points and 4 outputs: 1.6e11 entries of the full kernel cannot fit; the message
+    # names the sizes and the way out, and nothing is allocated first.
+    big = torch.zeros(100_000, 3, dtype=F64)
+    with pytest.raises(ValueError, match=r"x1='N1=100000 points of x1 \(x2=None\)'.*K=4 outputs") as info:
+        empirical_ntk(model, big)
+    assert "outputs='mean'" in str(info.value)
+    monkeypatch.setattr(_checks, "_free_bytes", lambda device: 2**20)  # a 1 MiB device
+    with pytest.raises(ValueError, match="N2=300 points of x2"):
+        empirical_ntk(model, torch.zeros(300, 3, dtype=F64), torch.zeros(300, 3, dtype=F64), outputs="mean")
+    empirical_ntk(model, x, outputs="mean")  # small requests still fit
+
+
+def test_empirical_ntk_refuses_batch_mixing_models_without_touching_them():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 2)).double()
+    x = torch.randn(6, 3, dtype=F64)
+    before = model[1].running_mean.clone()
+    with pytest.raises(ValueError, match=r"BatchNorm1d in training mode.*model.eval\(\)"):
+        empirical_ntk(model, x)
+    assert torch.equal(model[1].running_mean, before)
+    model.eval()
+    ref = empirical_ntk(model, x, method="jacobian")
+    torch.testing.assert_close(empirical_ntk(model, x, method="ntvp"), ref, rtol=1e-10, atol=1e-12)
+    assert torch.equal(model[1].running_mean, before)
+    frozen = MLP(3, 4, 1, seed=0, device="cpu").requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        empirical_ntk(frozen, x.float())
+
+
+# --- many outputs ---
+
+
+class _OddOutputs(torch.nn.Module):
+    """Outputs of shape (N, 2, 3): six outputs per input, read in row-major order."""
+
+    def __init__(self, d):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv1d(1, 2, 3)
+        self.head = torch.nn.Linear(2 * (d - 2), 6)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(x[:, None, :])).flatten(1)
+        return self.head(h).reshape(-1, 2, 3)
+
+
+def _per_output_jacobian(model, x):
+    """(N, K, P): one torch.autograd.grad per output of every input, the plainest reference."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for xi in x:
+        out = model(xi[None]).reshape(-1)
+        rows.append(torch.stack([
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(o, params, retain_graph=True)]) for o in out
+        ]))
+    return torch.stack(rows)
+
+
+def _models_with_many_outputs():
+    yield MLP(5, 11, 2, d_out=3, sigma_b=0.3, seed=2, dtype=F64, device="cpu")
+    yield MLP(5, 9, 1, d_out=4, activation="erf", parametrization="mup", base_width=4, seed=3, dtype=F64, device="cpu")
+    yield MLP(5, 7, 0, d_out=2, sigma_b=0.5, seed=4, dtype=F64, device="cpu")  # linear model
+    partly = MLP(5, 8, 2, d_out=3, sigma_b=0.2, seed=5, dtype=F64, device="cpu")
+    partly.layers[1].weight.requires_grad_(False)  # a frozen layer contributes nothing
+    partly.layers[2].bias.requires_grad_(False)
+    yield partly
+    yield _OddOutputs(5).double()
+
+
+@pytest.mark.parametrize("model", list(_models_with_many_outputs()), ids=lambda m: type(m).__name__)
+def test_many_outputs_match_per_output_autograd(model):
+    """Every method, "full" and "mean", x2 = None or not, against sum_p dfk/dp dfl/dp by autograd."""
+    x1, x2 = data.sphere(6, 5, seed=6), data.sphere(3, 5, seed=7)
+    j1, j2 = _per_output_jacobian(model, x1), _per_output_jacobian(model, x2)
+    k = j1.shape[1]
+    full_11 = torch.einsum("akp,blp->abkl", j1, j1)
+    full_12 = torch.einsum("akp,blp->abkl", j1, j2)
+    methods = ("structured", "jacobian", "ntvp", "auto") if isinstance(model, MLP) else ("jacobian", "ntvp", "auto")
+    for b, ref in ((None, full_11), (x2, full_12)):
+        ref_mean = ref.diagonal(dim1=2, dim2=3).mean(-1)
+        for method in methods:
+            full = empirical_ntk(model, x1, b, method=method)
+            mean = empirical_ntk(model, x1, b, method=method, outputs="mean")
+            assert full.shape == (6, len(ref[0]), k, k) and mean.shape == (6, len(ref[0]))
+            torch.testing.assert_close(full, ref, rtol=1e-10, atol=1e-12, msg=method)
+            torch.testing.assert_close(mean, ref_mean, rtol=1e-10, atol=1e-12, msg=method)
+    symmetric = empirical_ntk(model, x1)
+    assert torch.equal(symmetric, symmetric.permute(1, 0, 3, 2))  # Theta[b, a, l, k] = Theta[a, b, k, l]
+
+
+def test_scalar_models_keep_the_n1_by_n2_kernel():
+    """(N,) and (N, 1) outputs: the same (N1, N2) matrix whatever ``outputs`` says."""
+    x = data.sphere(5, 4, seed=0)
+    vec = MLP(4, 16, 2, seed=0, dtype=F64, device="cpu")
+    col = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    for model in (vec, col):
+        ref = empirical_ntk(model, x, method="jacobian")
+        assert ref.shape == (5, 5)
+        for method in ("jacobian", "ntvp", "auto"):
+            for outputs in ("full", "mean"):
+                torch.testing.assert_close(empirical_ntk(model, x, method=method, outputs=outputs), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("outputs", ["full", "mean"])
+def test_blocked_computation_equals_one_block(monkeypatch, outputs):
+    """With a tiny memory budget every method works in blocks of points; same kernel."""
+    mlp = MLP(4, 10, 2, d_out=3, sigma_b=0.1, seed=0, dtype=F64, device="cpu")
+    odd = _OddOutputs(4).double()
+    x1, x2 = data.sphere(11, 4, seed=1), data.sphere(7, 4, seed=2)
+    refs = {
+        (id(m), b is None): empirical_ntk(m, x1, b, method="jacobian", outputs=outputs)
+        for m in (mlp, odd) for b in (None, x2)
+    }
+    monkeypatch.setattr(kernels, "_FEATURE_MEMORY", 20_000)  # a few points per block
+    for m in (mlp, odd):
+        for b in (None, x2):
+            for method in ("structured", "jacobian", "ntvp") if m is mlp else ("jacobian", "ntvp"):
+                got = empirical_ntk(m, x1, b, method=method, outputs=outputs)
+                torch.testing.assert_close(got, refs[id(m), b is None], rtol=1e-10, atol=1e-12)
+
+
+def test_auto_picks_by_cost():
+    """Structured for an MLP; for other models the Jacobian contraction while K is small
+    (its cost grows like K^2), NTK-vector products for many outputs."""
+    x = torch.zeros(64, 4, dtype=F64)
+    mlp = MLP(4, 8, 1, d_out=10, seed=0, dtype=F64, device="cpu")
+    assert kernels._auto_method(mlp, dict(mlp.named_parameters()), 64, 64, 10, False, True) == "structured"
+    net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Tanh(), torch.nn.Linear(64, 20)).double()
+    params = dict(net.named_parameters())
+    assert kernels._auto_method(net, params, len(x), len(x), 1, True, True) == "jacobian"
+    assert kernels._auto_method(net, params, len(x), len(x), 20, True, True) == "jacobian"  # mean: O(K)
+    assert kernels._auto_method(net, params, len(x), len(x), 20, False, True) == "ntvp"  # full: O(K^2)
+
+
+def test_off_diagonal_output_blocks_vanish_with_width():
+    """At infinite width the K x K block is Theta I_K: the off-diagonal blocks, relative to the
+    diagonal ones, fall like width^-1/2 (a sum over n independent units); fitted slope in
+    [-0.75, -0.3], and the diagonal blocks tend to nngp_ntk's Theta."""
+    x = data.sphere(8, 4, seed=0)
+    _, theta = nngp_ntk(x, depth=2)
+    widths = [32, 128, 512, 2048]
+    off, diag = [], []
+    for n in widths:
+        o, d = [], []
+        for seed in range(4):
+            full = empirical_ntk(MLP(4, n, 2, d_out=3, seed=seed, dtype=F64, device="cpu"), x)
+            eye = torch.eye(3, dtype=F64)
+            o.append((full * (1 - eye)).norm() / (full * eye).norm())
+            d.append((full.diagonal(dim1=2, dim2=3) - theta[..., None]).norm() / (theta.norm() * math.sqrt(3)))
+        off.append(float(torch.stack(o).mean()))
+        diag.append(float(torch.stack(d).mean()))
+    slope_off, _ = loglog_slope(widths, off)
+    slope_diag, _ = loglog_slope(widths, diag)
+    print(f"off-diagonal blocks: slope {slope_off:.2f} (predicted -0.5); diagonal vs Theta: slope {slope_diag:.2f}")
+    assert -0.75 <= slope_off <= -0.3, off
+    assert -0.75 <= slope_diag <= -0.3, diag
+    assert off[-1] < 0.05
 
 
 @pytest.mark.gpu
@@ -294,3 +461,9 @@ def test_gpu_matches_cpu():
     cpu = empirical_ntk(model, x)
     gpu = empirical_ntk(model.cuda(), x.cuda())
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-10)
+    many = MLP(8, 256, 3, d_out=10, seed=0, dtype=F64, device="cpu")
+    for outputs in ("full", "mean"):
+        cpu = empirical_ntk(many, x, outputs=outputs)
+        gpu = empirical_ntk(many.cuda(), x.cuda(), outputs=outputs)
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-10)
+        many = many.cpu()

@@ -15,6 +15,7 @@ from ntk_lib.lazy import (
     linear_probe,
     output_scaling,
     relative_change,
+    ridge_cv,
     scaled_mlp,
     sweep,
     train_scaled,
@@ -187,3 +188,37 @@ def test_kappa_ratio_scales_as_width_to_the_q_minus_1():
         assert slope == pytest.approx(q - 1, abs=0.12)
     with pytest.raises(ValueError, match="one input"):
         kappa_ratio(scaled_mlp(2, 8, 0.5, device="cpu"), x[:2])
+
+
+def test_ridge_cv_picks_the_smallest_held_out_error_and_regularises_noise():
+    gen = torch.Generator().manual_seed(0)
+    phi = torch.randn(40, 10, generator=gen, dtype=torch.float64)
+    w = torch.randn(10, generator=gen, dtype=torch.float64)
+    ridges = [1e-8, 1e-4, 1e-2, 1e0, 1e2]
+    clean = ridge_cv(phi, phi @ w, ridges=ridges)
+    assert clean.errors.shape == (5,) and clean.ridge == ridges[int(clean.errors.argmin())]
+    # by hand: fold 0 of the same permutation, ridge 1e-2
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    errs = []
+    for f in range(4):
+        held = torch.zeros(40, dtype=torch.bool)
+        held[order[f::4]] = True
+        target = phi @ w
+        errs.append(linear_probe(phi[~held], target[~held], phi[held], target[held], ridge=1e-2))
+    assert abs(float(clean.errors[2]) - sum(errs) / 4) < 1e-12
+    # exact linear targets need no penalty; pure noise needs a heavy one (predict the mean)
+    noise = ridge_cv(phi, torch.randn(40, generator=gen, dtype=torch.float64), ridges=ridges)
+    assert clean.ridge <= 1e-4 and float(clean.errors.min()) < 1e-6
+    assert noise.ridge >= 1.0
+
+
+def test_ridge_cv_rejects_bad_arguments():
+    phi, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    with pytest.raises(ValueError, match="folds"):
+        ridge_cv(phi, y, ridges=[1.0], folds=6)
+    with pytest.raises(ValueError, match="ridges"):
+        ridge_cv(phi, y, ridges=[])
+    with pytest.raises(ValueError, match="ridges\\[1\\]"):
+        ridge_cv(phi, y, ridges=[1.0, -1.0])
+    with pytest.raises(ValueError, match="y must have one entry"):
+        ridge_cv(phi, y[:5], ridges=[1.0])

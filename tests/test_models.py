@@ -97,3 +97,27 @@ def test_forward_rejects_mismatched_input():
         m(torch.ones(3))
     with pytest.raises(ValueError, match="lr"):
         m.param_groups(-1.0)
+
+
+def test_no_dead_bias_parameters_when_sigma_b_is_zero():
+    """NTK parametrization, sigma_b = 0: the bias multiplier is 0, so a bias could never move
+    or change the output; by default it is left out, with the weights' draws unchanged."""
+    x = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    auto = MLP(3, 16, 2, d_out=2, seed=4, dtype=F64, device="cpu")
+    old = MLP(3, 16, 2, d_out=2, seed=4, bias=True, dtype=F64, device="cpu")
+    assert all(layer.bias is None for layer in auto.layers)
+    assert all(torch.equal(a.weight, b.weight) for a, b in zip(auto.layers, old.layers))
+    torch.testing.assert_close(auto(x), old(x), rtol=0, atol=0)
+    n_weights = sum(layer.weight.numel() for layer in old.layers)
+    assert sum(p.numel() for p in auto.parameters()) == n_weights
+    # The dead biases were N(0, 1): they made ||theta_0|| larger than the weights' norm.
+    norm = lambda m: torch.cat([p.reshape(-1) for p in m.parameters()]).norm()  # noqa: E731
+    assert norm(auto) < norm(old)
+    # Where the bias can matter it stays: sigma_b > 0, or constants in the init
+    # (standard: a zero-initialised bias that trains).
+    assert all(layer.bias is not None for layer in MLP(3, 8, 2, sigma_b=0.1, seed=0, device="cpu").layers)
+    std = MLP(3, 8, 2, parametrization="standard", seed=0, dtype=F64, device="cpu")
+    assert all(layer.bias is not None and torch.all(layer.bias == 0) for layer in std.layers)
+    assert all(layer.bias is None for layer in MLP(3, 8, 2, sigma_b=0.3, bias=False, seed=0, device="cpu").layers)
+    with pytest.raises(TypeError, match="bias"):
+        MLP(3, 8, 2, bias="yes", device="cpu")
