@@ -1,7 +1,7 @@
 """Where and in which precision things run: device choice, seeding, dtype defaults.
 
 Training runs in float32 unless asked; closed forms and theory checks run in float64
-(DESIGN.md, *Conventions*). Lessons call :func:`default_device` once and scale their
+(ARCHITECTURE.md, *Conventions*). Lessons call :func:`default_device` once and scale their
 experiments up with :func:`full_scale` when a CUDA GPU is present.
 """
 

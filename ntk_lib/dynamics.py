@@ -1,7 +1,7 @@
 """Training dynamics under the MSE loss: full-batch gradient descent that records what moves.
 
 The loss is ``L = (1/2D) sum_alpha (f(x_alpha) - y_alpha)^2`` over ``D`` training points
-(DESIGN.md), so that gradient flow moves the outputs by ``df/dt = -(1/D) Theta (f - y)``
+(ARCHITECTURE.md), so that gradient flow moves the outputs by ``df/dt = -(1/D) Theta (f - y)``
 (Jacot et al. 2018; Lee et al. 2019). :func:`train_gd` runs the discrete version and
 records the loss, the relative movement of the parameters and, optionally, the empirical
 NTK, so that lessons can measure how all of these shrink with width.

@@ -1,7 +1,7 @@
 """The neural tangent kernel: in closed form at infinite width, and empirically for a network.
 
 Closed forms (:func:`nngp_ntk`) follow the NTK-parametrization convention of the course
-(DESIGN.md; Jacot et al. 2018, Lee et al. 2019, Arora et al. 2019)::
+(ARCHITECTURE.md; Jacot et al. 2018, Lee et al. 2019, Arora et al. 2019)::
 
     K^1(x, x')     = sigma_w^2 x.x' / d + sigma_b^2,          Theta^1 = K^1,
     K^{l+1}(x, x') = sigma_w^2 E[phi(u) phi(v)] + sigma_b^2,
