@@ -1,9 +1,12 @@
 """ntk_lib: the science of the Wide Networks course book.
 
-One module per concept (see ARCHITECTURE.md at the top of the repository): :mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
-:mod:`~ntk_lib.activations`, :mod:`~ntk_lib.parametrizations`, :mod:`~ntk_lib.models`, :mod:`~ntk_lib.kernels`,
-:mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.lazy`, :mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.transfer`, :mod:`~ntk_lib.convnet`, :mod:`~ntk_lib.iterative`, :mod:`~ntk_lib.linearize`,
-:mod:`~ntk_lib.catapult`, :mod:`~ntk_lib.spectral`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
+One module per concept (see ARCHITECTURE.md at the top of the repository):
+:mod:`~ntk_lib.device`, :mod:`~ntk_lib.data`,
+:mod:`~ntk_lib.activations`, :mod:`~ntk_lib.parametrizations`, :mod:`~ntk_lib.models`,
+:mod:`~ntk_lib.kernels`, :mod:`~ntk_lib.dynamics`, :mod:`~ntk_lib.lazy`,
+:mod:`~ntk_lib.coordcheck`, :mod:`~ntk_lib.transfer`, :mod:`~ntk_lib.convnet`,
+:mod:`~ntk_lib.iterative`, :mod:`~ntk_lib.linearize`, :mod:`~ntk_lib.catapult`,
+:mod:`~ntk_lib.spectral`, :mod:`~ntk_lib.tensor_programs`, :mod:`~ntk_lib.plotting`,
 :mod:`~ntk_lib.grading`.
 """
 

@@ -17,7 +17,8 @@ import torch
 
 
 def choice(name: str, value: Any, accepted: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``accepted`` (a string option), else raise ``ValueError``."""
+    """Return ``value`` if it is one of ``accepted`` (a string option), else raise
+    ``ValueError``."""
     accepted = tuple(accepted)
     if not isinstance(value, str) or value not in accepted:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, accepted))}; got {value!r}")
@@ -63,14 +64,19 @@ def vector(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Return ``v`` as a 1-D finite floating tensor with at least one entry (tensor, array or list)."""
+    """Return ``v`` as a 1-D finite floating tensor with at least one entry (tensor, array or
+    list)."""
     if not isinstance(v, torch.Tensor):
         try:
             v = torch.as_tensor(np.asarray(v, dtype=np.float64))
         except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a 1-D array of numbers; got {type(v).__name__}") from err
+            raise TypeError(
+                f"{name} must be a 1-D array of numbers; got {type(v).__name__}"
+            ) from err
     if v.ndim != 1 or v.numel() < 1:
-        raise ValueError(f"{name} must be a 1-D vector with at least one entry; got shape {tuple(v.shape)}")
+        raise ValueError(
+            f"{name} must be a 1-D vector with at least one entry; got shape {tuple(v.shape)}"
+        )
     if v.is_complex() or v.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers; got dtype {v.dtype}")
     return matrix(name, v[None], dtype=dtype, device=device)[0]
@@ -93,13 +99,19 @@ def matrix(
         try:
             x = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a 2-D array of numbers; got {type(x).__name__}") from err
+            raise TypeError(
+                f"{name} must be a 2-D array of numbers; got {type(x).__name__}"
+            ) from err
     if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D tensor of shape (points, dims); got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must be a 2-D tensor of shape (points, dims); got shape {tuple(x.shape)}"
+        )
     if x.shape[0] < 1:
         raise ValueError(f"{name} must contain at least one point; got shape {tuple(x.shape)}")
     if cols is not None and x.shape[1] != cols:
-        raise ValueError(f"{name} must have {cols} columns (the input dimension); got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have {cols} columns (the input dimension); got shape {tuple(x.shape)}"
+        )
     if not (x.is_floating_point() or dtype is not None):
         x = x.to(torch.get_default_dtype())
     x = x.to(device=available(device) if device is not None else x.device, dtype=dtype or x.dtype)
@@ -122,7 +134,8 @@ def points(name: str, x: Any, *, like: torch.Tensor | None = None) -> torch.Tens
             raise TypeError(f"{name} must be a tensor of points; got {type(x).__name__}") from err
     if x.ndim == 0 or x.shape[0] < 1:
         raise ValueError(
-            f"{name} must be a batch of points, shape (N, ...) with N >= 1; got shape {tuple(x.shape)}"
+            f"{name} must be a batch of points, shape (N, ...) with N >= 1; got shape"
+            f" {tuple(x.shape)}"
         )
     if x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers; got dtype {x.dtype}")
@@ -141,7 +154,9 @@ def trainable(name: str, model: Any) -> list[torch.nn.Parameter]:
         raise TypeError(f"{name} must be a torch.nn.Module; got {type(model).__name__}")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError(f"{name} has no trainable parameters (requires_grad=True); got {type(model).__name__}")
+        raise ValueError(
+            f"{name} has no trainable parameters (requires_grad=True); got {type(model).__name__}"
+        )
     return params
 
 
@@ -162,7 +177,8 @@ def deterministic(name: str, model: torch.nn.Module) -> None:
 
 
 def batch_independent(name: str, model: torch.nn.Module, x: torch.Tensor) -> None:
-    """Raise ``ValueError`` if ``model``'s output on the first two points of ``x`` depends on the batch.
+    """Raise ``ValueError`` if ``model``'s output on the first two points of ``x`` depends on the
+    batch.
 
     Compares ``model(x[:2])`` with ``model(x[:1])`` and ``model(x[1:2])`` (without gradient;
     buffers restored afterwards), which per-example methods assume to agree.
@@ -189,7 +205,12 @@ def batch_independent(name: str, model: torch.nn.Module, x: torch.Tensor) -> Non
 
 
 def fits(
-    name: str, value: Any, nbytes: float, what: str, device: torch.device | str = "cpu", hint: str = ""
+    name: str,
+    value: Any,
+    nbytes: float,
+    what: str,
+    device: torch.device | str = "cpu",
+    hint: str = "",
 ) -> None:
     """Raise ``ValueError`` naming ``name=value`` if ``nbytes`` would not fit in free memory.
 

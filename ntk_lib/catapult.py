@@ -44,8 +44,8 @@ import torch
 from . import _checks
 from .device import resolve
 from .dynamics import train_gd
-from .training import DIVERGENCE_THRESHOLD
 from .measure import largest_true, ntk_top_eigenvalue
+from .training import DIVERGENCE_THRESHOLD
 
 PHASES: tuple[str, ...] = ("lazy", "catapult", "divergent")
 """Phase names; the integer phase codes of :class:`TwoScalarOutcome` index this tuple."""
@@ -74,7 +74,8 @@ class TwoScalarOutcome:
         f_final, lam_final: the state after the last step (frozen at the last in-bounds
             state where the point diverged).
         peak_abs_f: ``max_t |f_t|`` over the run.
-        diverged_at: the step whose state crossed :data:`~ntk_lib.training.DIVERGENCE_THRESHOLD`, ``-1`` where
+        diverged_at: the step whose state crossed :data:`~ntk_lib.training.DIVERGENCE_THRESHOLD`,
+            ``-1`` where
             none did.
     """
 
@@ -278,7 +279,8 @@ def two_scalar(
             ``n > 0`` (any real), ``lam0 >= 0``.
         steps: number of steps (>= 0).
         threshold: a point diverges at the first step where ``eta^2 f^2/n`` or ``|eta lam|``
-            exceeds this or is not finite (:data:`~ntk_lib.training.DIVERGENCE_THRESHOLD`). It is then frozen at
+            exceeds this or is not finite (:data:`~ntk_lib.training.DIVERGENCE_THRESHOLD`). It is
+            then frozen at
             its last in-bounds state, so the trajectories never hold inf or NaN.
         device, dtype: defaults ``default_device()`` and float64.
 
@@ -287,8 +289,13 @@ def two_scalar(
     """
     grid, steps, threshold = _prepare(f0, lam0, eta, n, steps, threshold, device, dtype)
     shape = grid["f0"].shape
-    _checks.fits("steps", steps, 2 * (steps + 1) * grid["f0"].numel() * grid["f0"].element_size(),
-                 f"the trajectories of {grid['f0'].numel()} grid points", grid["f0"].device)
+    _checks.fits(
+        "steps",
+        steps,
+        2 * (steps + 1) * grid["f0"].numel() * grid["f0"].element_size(),
+        f"the trajectories of {grid['f0'].numel()} grid points",
+        grid["f0"].device,
+    )
     out, f, lam = _evolve(grid, steps, threshold, record=True)
     fields = {k: v.reshape(shape) for k, v in out.items()}
     return TwoScalarTrajectory(

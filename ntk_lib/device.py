@@ -40,7 +40,9 @@ def resolve(
     (closed forms) and float32 otherwise (training).
     """
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating torch.dtype such as torch.float64; got {dtype!r}")
+        raise ValueError(
+            f"dtype must be a floating torch.dtype such as torch.float64; got {dtype!r}"
+        )
     device = _checks.available(device) if device is not None else default_device()
     return device, dtype or (THEORY_DTYPE if theory else TRAIN_DTYPE)
 

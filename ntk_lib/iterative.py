@@ -62,7 +62,8 @@ class IterativeHistory:
             ``steps`` at the end).
         test_loss, test_accuracy: the linear model's loss and accuracy on the test set then.
         refresh_steps: the steps at which the features were computed (``0`` included).
-        ntk_change_between_refreshes: ``||Theta_i - Theta_{i-1}||_F / ||Theta_{i-1}||_F``, the empirical NTK on
+        ntk_change_between_refreshes: ``||Theta_i - Theta_{i-1}||_F / ||Theta_{i-1}||_F``, the
+            empirical NTK on
             the probe set between consecutive refreshes and the end, if ``ntk_probe``.
         ntk_change_since_init: ``||Theta_i - Theta_0||_F / ||Theta_0||_F`` at the same times.
         drift: with ``K="adaptive"``, the drift measured at each step (0 right after a refresh).
@@ -200,7 +201,9 @@ def train(
     if ntk_probe is not None and not isinstance(ntk_probe, torch.Tensor):
         _checks.positive_int("ntk_probe", ntk_probe)
         if ntk_probe > x.shape[0]:
-            raise ValueError(f"ntk_probe must be at most the {x.shape[0]} training points; got {ntk_probe}")
+            raise ValueError(
+                f"ntk_probe must be at most the {x.shape[0]} training points; got {ntk_probe}"
+            )
     divergence = Divergence(divergence_factor, on_divergence)
     device = _checks.available(device) if device is not None else next(model.parameters()).device
     net = Net(model.to(device))
@@ -247,7 +250,7 @@ def train(
         if divergence.check(t, value):
             break
         rec.step(value, out, yb)
-        for p, grad in zip(net.params, engine.backward(g)):
+        for p, grad in zip(net.params, engine.backward(g), strict=False):
             p.grad = grad
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -277,14 +280,19 @@ def taylor_model(model: nn.Module, history: IterativeHistory) -> TaylorModel:
         for name, value in history.expansion_point.items():
             params[name].copy_(value)
         lin, current = TaylorModel(base), dict(model.named_parameters())
-        for p, name in zip(lin.theta, lin._names):
+        for p, name in zip(lin.theta, lin._names, strict=False):
             p.copy_(current[name])
     return lin
 
 
 def critical_lr(
-    model: nn.Module, x: torch.Tensor, *, loss: str = "mse", rtol: float | None = None,
-    max_iters: int = 2000, seed: int = 0,
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    loss: str = "mse",
+    rtol: float | None = None,
+    max_iters: int = 2000,
+    seed: int = 0,
 ) -> float:
     """Return ``2 D / lam_max`` (``loss="mse"``) or ``2 / lam_max`` (``"mse_sum"``): the learning
     rate above which gradient descent on the linearised ``model`` (``K = inf``) diverges.
@@ -329,11 +337,15 @@ def _cross_entropy(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         )
     if y.is_floating_point():
         if y.shape != f.shape:
-            raise ValueError(f"y must hold class probabilities of shape {tuple(f.shape)} or class "
-                             f"indices of shape ({f.shape[0]},); got {y.dtype} {tuple(y.shape)}")
+            raise ValueError(
+                f"y must hold class probabilities of shape {tuple(f.shape)} or class "
+                f"indices of shape ({f.shape[0]},); got {y.dtype} {tuple(y.shape)}"
+            )
     elif y.shape != f.shape[:1] or y.min() < 0 or y.max() >= f.shape[1]:
-        raise ValueError(f"y must hold class indices in [0, {f.shape[1]}) of shape ({f.shape[0]},); "
-                         f"got shape {tuple(y.shape)}, range [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(
+            f"y must hold class indices in [0, {f.shape[1]}) of shape ({f.shape[0]},); "
+            f"got shape {tuple(y.shape)}, range [{int(y.min())}, {int(y.max())}]"
+        )
     return F.cross_entropy(f, y)
 
 
@@ -418,7 +430,9 @@ class _Recorder:
             ntk_change_since_init=f64(self.ntk_from_init, self.probe is not None),
             drift=f64(self.drift, adaptive),
             path="" if engine is None else engine.name,
-            expansion_point={} if engine is None else dict(zip(net.names, engine.theta_s)),
+            expansion_point={}
+            if engine is None
+            else dict(zip(net.names, engine.theta_s, strict=False)),
             diverged_at=self.divergence.diverged_at,
         )
 
@@ -434,12 +448,15 @@ def _check_data(model, x, y, x_test, y_test, loss) -> None:
         if v is None and name in ("x_test", "y_test"):
             continue
         if not isinstance(v, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor of points (first dimension); got {type(v).__name__}")
+            raise TypeError(
+                f"{name} must be a tensor of points (first dimension); got {type(v).__name__}"
+            )
         if v.is_floating_point() or v.ndim < 1:  # class labels stay integers
             _checks.points(name, v)
     if x.shape[0] < 1 or x.shape[0] != y.shape[0]:
-        raise ValueError("x and y must hold the same number (>= 1) of points; "
-                         f"got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"x and y must hold the same number (>= 1) of points; got {x.shape[0]} and {y.shape[0]}"
+        )
     if (x_test is None) != (y_test is None) or (
         x_test is not None and (x_test.shape[0] < 1 or x_test.shape[0] != y_test.shape[0])
     ):
@@ -447,8 +464,9 @@ def _check_data(model, x, y, x_test, y_test, loss) -> None:
     if isinstance(loss, str):
         _checks.choice("loss", loss, LOSSES)
     elif not callable(loss):
-        raise TypeError(f"loss must be one of {LOSSES} or a callable (output, target) -> scalar; "
-                        f"got {loss!r}")
+        raise TypeError(
+            f"loss must be one of {LOSSES} or a callable (output, target) -> scalar; got {loss!r}"
+        )
 
 
 def _schedule(K, tol) -> tuple[int | float | str, float | None]:

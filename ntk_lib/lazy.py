@@ -35,8 +35,17 @@ import torch
 from . import _checks
 from .device import generator
 from .dynamics import TrainHistory, train_gd
+from .families import (
+    SEEDS,
+    Factory,
+    Family,
+    build,
+    check_family,
+    check_seeds,
+    check_widths,
+    like_model,
+)
 from .measure import loglog_slope, power_iteration, relative_change, ridge_predict
-from .families import SEEDS, Factory, Family, build, check_family, check_seeds, check_widths, like_model
 from .models import MLP
 from .parametrizations import ABC
 
@@ -102,21 +111,38 @@ def kappa_ratio(
     if grad_sq == 0:
         raise ValueError("the gradient of f at x is zero: kappa is undefined")
     # parameters whose gradient is constant (e.g. the readout bias) have zero Hessian rows
-    live = [(g, p) for g, p in zip(grads, params) if g.requires_grad]
+    live = [(g, p) for g, p in zip(grads, params, strict=False) if g.requires_grad]
     shapes = [p.shape for _, p in live]
     sizes = [p.numel() for _, p in live]
 
     def hessian_times(v: torch.Tensor) -> torch.Tensor:
-        pieces = [c.reshape(s).to(p.dtype) for c, s, (_, p) in zip(v.split(sizes), shapes, live)]
-        hv = torch.autograd.grad([g for g, _ in live], [p for _, p in live], grad_outputs=pieces,
-                                 retain_graph=True, allow_unused=True)
-        return torch.cat([torch.zeros(s, dtype=v.dtype, device=v.device) if h is None
-                          else h.detach().reshape(-1).to(v.dtype) for h, s in zip(hv, sizes)])
+        chunks = zip(v.split(sizes), shapes, live, strict=True)
+        pieces = [c.reshape(s).to(p.dtype) for c, s, (_, p) in chunks]
+        hv = torch.autograd.grad(
+            [g for g, _ in live],
+            [p for _, p in live],
+            grad_outputs=pieces,
+            retain_graph=True,
+            allow_unused=True,
+        )
+        return torch.cat(
+            [
+                torch.zeros(s, dtype=v.dtype, device=v.device)
+                if h is None
+                else h.detach().reshape(-1).to(v.dtype)
+                for h, s in zip(hv, sizes, strict=False)
+            ]
+        )
 
     gen = generator(_checks.nonnegative_int("seed", seed))
-    start = torch.cat([torch.randn(s, generator=gen, dtype=torch.float64).reshape(-1) for s in shapes])
-    norm = float(power_iteration(hessian_times, start.to(ref.device, ref.dtype), iters=iters,
-                                 estimate="norm"))
+    start = torch.cat(
+        [torch.randn(s, generator=gen, dtype=torch.float64).reshape(-1) for s in shapes]
+    )
+    norm = float(
+        power_iteration(
+            hessian_times, start.to(ref.device, ref.dtype), iters=iters, estimate="norm"
+        )
+    )
     return norm / grad_sq
 
 
@@ -165,8 +191,18 @@ def scaled_mlp(
     same raw weights, the output ``f_q = D^{1/2-q} f_{1/2}`` and the same
     learning-rate-weighted tangent kernel ``eta D^{2q-1} Theta_q``.
     """
-    model = MLP(d_in, width, 1, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
-                parametrization=output_scaling(q), seed=seed, device=device, dtype=dtype)
+    model = MLP(
+        d_in,
+        width,
+        1,
+        activation=activation,
+        sigma_w=sigma_w,
+        sigma_b=sigma_b,
+        parametrization=output_scaling(q),
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
     if model.layers[-1].bias is not None:  # None when sigma_b = 0 leaves it out
         with torch.no_grad():
             model.layers[-1].bias.zero_()
@@ -216,8 +252,17 @@ def train_scaled(
     return _train_run(model, x, y, float(q), seed, lr=lr, steps=steps, record_ntk=record_ntk)
 
 
-def _train_run(model: MLP, x: torch.Tensor, y: torch.Tensor, q: float, seed: int, *, lr: float,
-               steps: int, record_ntk: bool) -> ScaledRun:
+def _train_run(
+    model: MLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    q: float,
+    seed: int,
+    *,
+    lr: float,
+    steps: int,
+    record_ntk: bool,
+) -> ScaledRun:
     """Train ``model`` (one member of the family of ``q``) and measure what moved."""
     x, y = like_model(model, x=x, y=torch.as_tensor(y))
     before = hidden_features(model, x)
@@ -298,8 +343,10 @@ def sweep(
     widths = check_family(f"families[{qs[0]}]", families[qs[0]])
     for q in qs[1:]:
         if check_family(f"families[{q}]", families[q]) != widths:
-            raise ValueError(f"families must share one list of widths; families[{q}] has "
-                             f"{list(families[q])}, families[{qs[0]}] has {list(widths)}")
+            raise ValueError(
+                f"families must share one list of widths; families[{q}] has "
+                f"{list(families[q])}, families[{qs[0]}] has {list(widths)}"
+            )
     seeds = check_seeds(seeds)
     x = _checks.matrix("x", x)
     shape = (len(qs), len(widths), len(seeds))
@@ -336,8 +383,9 @@ def linear_probe(
     features learned on one task, probed on another.
     """
     phi = _checks.matrix("features_train", features_train, dtype=torch.float64)
-    phi_t = _checks.matrix("features_test", features_test, cols=phi.shape[1],
-                           dtype=torch.float64, device=phi.device)
+    phi_t = _checks.matrix(
+        "features_test", features_test, cols=phi.shape[1], dtype=torch.float64, device=phi.device
+    )
     y = _checks.vector("y_train", y_train, dtype=torch.float64, device=phi.device)
     y_t = _checks.vector("y_test", y_test, dtype=torch.float64, device=phi.device)
     if y.shape[0] != phi.shape[0] or y_t.shape[0] != phi_t.shape[0]:

@@ -61,24 +61,28 @@ def change_since_init(series: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def change_between_refreshes(series: Sequence[torch.Tensor]) -> torch.Tensor:
     """Return ``||K_i - K_{i-1}||_F / ||K_{i-1}||_F`` for ``i >= 1`` (float64, CPU)."""
-    return torch.tensor([relative_change(a, b) for a, b in zip(series, series[1:])],
+    return torch.tensor([relative_change(a, b) for a, b in zip(series, series[1:], strict=False)],
                         dtype=torch.float64)
 
 
 def positive_values(name: str, v: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
-    """Return ``v`` as a float64 NumPy vector of at least two finite positive numbers (a log-log axis)."""
+    """Return ``v`` as a float64 NumPy vector of at least two finite positive numbers (a log-log
+    axis)."""
     if isinstance(v, torch.Tensor):
         v = v.detach().cpu().numpy()
     a = np.asarray(v, dtype=np.float64).reshape(-1)
     if a.size < 2 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"{name} must hold at least two finite positive numbers for a log-log fit; got {a}")
+        raise ValueError(
+            f"{name} must hold at least two finite positive numbers for a log-log fit; got {a}"
+        )
     return a
 
 
 def loglog_slope(
     x: Sequence[float] | np.ndarray | torch.Tensor, y: Sequence[float] | np.ndarray | torch.Tensor
 ) -> tuple[float, float]:
-    """Return ``(slope, prefactor)`` of the least-squares fit ``log y = slope log x + log prefactor``.
+    """Return ``(slope, prefactor)`` of the least-squares fit ``log y = slope log x + log
+    prefactor``.
 
     A scaling law ``y = Theta(x^s)`` shows as the slope ``s`` (lessons 01-09 print it next to
     the predicted exponent).
@@ -149,25 +153,38 @@ def ntk_top_eigenvalue(
             ntk = ntk.permute(0, 2, 1, 3).reshape(d * k, d * k)
         return torch.linalg.eigvalsh(ntk)[-1].item()
     max_iters = _checks.positive_int("max_iters", max_iters)
-    names, params = zip(*[(k, p) for k, p in model.named_parameters() if p.requires_grad])
+    names, params = zip(
+        *[(k, p) for k, p in model.named_parameters() if p.requires_grad], strict=False
+    )
     eps = torch.finfo(params[0].dtype).eps
     rtol = max(1e-10, 10 * eps) if rtol is None else _checks.real("rtol", rtol, positive=True)
     buffers = {k: b.clone() for k, b in model.named_buffers()}  # batch norm: leave them alone
 
     def f(*theta: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(model, {**dict(zip(names, theta)), **buffers}, (x,))
+        return torch.func.functional_call(
+            model, {**dict(zip(names, theta, strict=False)), **buffers}, (x,)
+        )
 
     theta = tuple(p.detach() for p in params)
     out, vjp_fn = torch.func.vjp(f, *theta)
     v = torch.randn(out.numel(), generator=generator(seed), dtype=torch.float64).to(out)
-    lam = power_iteration(lambda u: torch.func.jvp(f, theta, vjp_fn(u.reshape(out.shape)))[1].reshape(-1),
-                          v, iters=max_iters, rtol=rtol)
+    lam = power_iteration(
+        lambda u: torch.func.jvp(f, theta, vjp_fn(u.reshape(out.shape)))[1].reshape(-1),
+        v,
+        iters=max_iters,
+        rtol=rtol,
+    )
     return float(lam)
 
 
 def critical_lr(
-    model: torch.nn.Module, x: torch.Tensor, *, loss: str = "mse", rtol: float | None = None,
-    max_iters: int = 2000, seed: int = 0,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    loss: str = "mse",
+    rtol: float | None = None,
+    max_iters: int = 2000,
+    seed: int = 0,
 ) -> float:
     """Return ``2 D / lambda_max`` (``loss="mse"``) or ``2 / lambda_max`` (``"mse_sum"``): the
     learning rate above which gradient descent on the linearised ``model`` diverges.
@@ -183,10 +200,15 @@ def critical_lr(
 
 
 def largest_true(
-    predicate: Callable[[float], bool], low: float, high: float, *, iters: int | None = None,
+    predicate: Callable[[float], bool],
+    low: float,
+    high: float,
+    *,
+    iters: int | None = None,
     rtol: float | None = None,
 ) -> tuple[float, float]:
-    """Return the bracket ``(lo, hi)`` of the largest ``r`` with ``predicate(r)``, by geometric bisection.
+    """Return the bracket ``(lo, hi)`` of the largest ``r`` with ``predicate(r)``, by geometric
+    bisection.
 
     ``predicate(low)`` must hold and ``predicate(high)`` must not (the caller checks, to
     name its own arguments); the bracket is halved in ``log r`` (``mid = sqrt(lo hi)``)
@@ -204,10 +226,15 @@ def largest_true(
 
 
 def ridge_predict(
-    features: torch.Tensor, targets: torch.Tensor, features_test: torch.Tensor, ridge: float,
-    *, centre: bool,
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    features_test: torch.Tensor,
+    ridge: float,
+    *,
+    centre: bool,
 ) -> torch.Tensor:
-    """Return the ridge readout's predictions ``F_t F^T (F F^T + lambda I)^{-1} Y`` on ``features_test``.
+    """Return the ridge readout's predictions ``F_t F^T (F F^T + lambda I)^{-1} Y`` on
+    ``features_test``.
 
     The penalty is normalised by the features' scale, ``lambda = ridge * mean_alpha
     ||F_alpha||^2`` (``= ridge * mean diag K`` for the Gram matrix ``K = F F^T``), so the same

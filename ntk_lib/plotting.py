@@ -78,7 +78,11 @@ def loglog_fit(
 def loss_curves(ax: plt.Axes, curves: dict[str, Sequence[float]], *, log: bool = True) -> None:
     """Plot named loss curves against the step, on a log scale by default."""
     for name, values in curves.items():
-        v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        v = (
+            values.detach().cpu().numpy()
+            if isinstance(values, torch.Tensor)
+            else np.asarray(values)
+        )
         ax.plot(np.arange(len(v)), v, label=name)
     if log:
         ax.set_yscale("log")
@@ -139,15 +143,19 @@ class Twin:
         return sum(len(f) for f in self.frames)
 
     def __repr__(self) -> str:
-        axes = " x ".join(f"{n} ({len(v)} values)" for n, v in zip(self.names, self.values, strict=True))
+        axes = " x ".join(
+            f"{n} ({len(v)} values)" for n, v in zip(self.names, self.values, strict=True)
+        )
         return f"<kernel-free twin: {axes}, {len(self.frames)} frames>"
 
     def _repr_html_(self) -> str:
         rows = []
-        for i, (label, vals, k) in enumerate(zip(self.labels, self.values, self.start, strict=True)):
+        for i, (label, vals, k) in enumerate(
+            zip(self.labels, self.values, self.start, strict=True)
+        ):
             rows.append(
                 f'<label style="display:block;font-family:sans-serif;font-size:0.9em">'
-                f'{html.escape(label)} '
+                f"{html.escape(label)} "
                 f'<input type="range" class="ntk-twin-slider" data-axis="{i}" '
                 f'data-label="{html.escape(label)}" min="0" '
                 f'max="{len(vals) - 1}" step="1" value="{k}" style="vertical-align:middle;'

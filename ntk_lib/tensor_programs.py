@@ -569,7 +569,8 @@ def mlp_limit(
         activation: ``"tanh"``, ``"erf"``, ``"relu"``, ``"identity"`` or ``"linear"``.
         x_test: optional further inputs ``(M, d)`` on which ``test_outputs`` are computed.
         method, nodes, pairs, seed: the integration rule (above); ``seed`` scrambles Sobol.
-        on_divergence: ``"raise"`` (:class:`~ntk_lib.training.DivergenceError` with the step) or ``"stop"``.
+        on_divergence: ``"raise"`` (:class:`~ntk_lib.training.DivergenceError` with the step) or
+            ``"stop"``.
         device, dtype: where the integral is computed; defaults ``default_device()``, float64.
     """
     x, y, x_test, lr, steps, (name, both), device, dtype = _validate_mlp(

@@ -47,12 +47,15 @@ class DivergenceError(RuntimeError):
     """Training diverged at ``step`` (its loss ``loss`` was non-finite or exploded)."""
 
     def __init__(self, step: int, loss: float) -> None:
-        super().__init__(f"training diverged at step {step} (loss {loss:.3g}): lower the learning rate")
+        super().__init__(
+            f"training diverged at step {step} (loss {loss:.3g}): lower the learning rate"
+        )
         self.step, self.loss = step, loss
 
 
 def mse_loss(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Return ``(1/2D) sum_alpha ||f_alpha - y_alpha||^2`` (summed over outputs, averaged over points)."""
+    """Return ``(1/2D) sum_alpha ||f_alpha - y_alpha||^2`` (summed over outputs, averaged over
+    points)."""
     return 0.5 * (f - y).pow(2).sum() / f.shape[0]
 
 
@@ -81,7 +84,9 @@ class Divergence:
 
     def check(self, step: int, value: float) -> bool:
         """Return whether ``value`` (the loss at ``step``) diverged; raise if so asked."""
-        if math.isfinite(value) and (self.reference is None or value <= self.factor * self.reference):
+        if math.isfinite(value) and (
+            self.reference is None or value <= self.factor * self.reference
+        ):
             return False
         self.diverged_at = step
         if self.on_divergence == "raise":
@@ -129,7 +134,8 @@ def full_batch_gd(
     divergence: Divergence | None = None,
     progress: bool = False,
 ) -> Run:
-    """Train ``model`` in place by ``steps`` full-batch gradient steps on ``loss``; return the :class:`Run`.
+    """Train ``model`` in place by ``steps`` full-batch gradient steps on ``loss``; return the
+    :class:`Run`.
 
     At each ``t = 0..steps`` the loop evaluates ``out = forward(model, x)`` (default
     ``model(x)``) and ``L_t = loss(out, y)``, applies the divergence rule, calls

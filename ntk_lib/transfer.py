@@ -190,7 +190,8 @@ def lr_sweep(
 
 def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
            factor: float) -> tuple[float, float | None]:
-    """Run ``steps`` of full-batch GD; return the first and last losses (last ``None``: diverged)."""
+    """Run ``steps`` of full-batch GD; return the first and last losses (last ``None``:
+    diverged)."""
     run = full_batch_gd(model, x, y, lr=lr, steps=steps, divergence=Divergence(factor))
     return run.losses[0] if run.losses else math.inf, None if run.diverged else run.losses[-1]
 
@@ -297,7 +298,9 @@ def pretrain(
     y = _targets("y", y, x)
     xf = x
     if x_features is not None:
-        xf = _checks.matrix("x_features", x_features, cols=x.shape[1], dtype=x.dtype, device=x.device)
+        xf = _checks.matrix(
+            "x_features", x_features, cols=x.shape[1], dtype=x.dtype, device=x.device
+        )
     marks = tuple(sorted({*range(0, steps, every), steps}))
     change = torch.zeros(len(widths), len(marks), dtype=torch.float64)
     loss = torch.zeros(len(widths), dtype=torch.float64)
@@ -313,8 +316,15 @@ def pretrain(
                 kernel = feature_kernel(model, xm)  # noqa: B023 (used before the loop moves on)
                 change[i, marks.index(step)] = kernel_change(k0, kernel, centre=centre)  # noqa: B023
 
-        run = full_batch_gd(model, xm, ym, lr=lr, steps=steps, on_step=record,
-                            divergence=Divergence(divergence_factor, "raise"))
+        run = full_batch_gd(
+            model,
+            xm,
+            ym,
+            lr=lr,
+            steps=steps,
+            on_step=record,
+            divergence=Divergence(divergence_factor, "raise"),
+        )
         loss[i] = run.losses[-1]
         after.append(hidden_features(model, xfm).to("cpu", torch.float64))
     return Pretraining(widths, marks, change, loss, tuple(before), tuple(after))
