@@ -57,6 +57,16 @@ def real(name: str, value: Any, *, positive: bool = False, nonnegative: bool = F
     return value
 
 
+def tensor(name: str, v: Any, what: str) -> torch.Tensor:
+    """Return ``v`` as a tensor (a tensor as it is; arrays, lists and numbers as float64)."""
+    if isinstance(v, torch.Tensor):
+        return v
+    try:
+        return torch.as_tensor(np.asarray(v, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be {what}; got {type(v).__name__}") from err
+
+
 def vector(
     name: str,
     v: Any,
@@ -66,13 +76,7 @@ def vector(
 ) -> torch.Tensor:
     """Return ``v`` as a 1-D finite floating tensor with at least one entry (tensor, array or
     list)."""
-    if not isinstance(v, torch.Tensor):
-        try:
-            v = torch.as_tensor(np.asarray(v, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"{name} must be a 1-D array of numbers; got {type(v).__name__}"
-            ) from err
+    v = tensor(name, v, "a 1-D array of numbers")
     if v.ndim != 1 or v.numel() < 1:
         raise ValueError(
             f"{name} must be a 1-D vector with at least one entry; got shape {tuple(v.shape)}"
@@ -95,13 +99,7 @@ def matrix(
     Accepts tensors, NumPy arrays and nested lists. ``cols`` (if given) is the required
     number of columns, e.g. a model's input dimension.
     """
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"{name} must be a 2-D array of numbers; got {type(x).__name__}"
-            ) from err
+    x = tensor(name, x, "a 2-D array of numbers")
     if x.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D tensor of shape (points, dims); got shape {tuple(x.shape)}"
@@ -127,14 +125,10 @@ def points(name: str, x: Any, *, like: torch.Tensor | None = None) -> torch.Tens
     device) when given, else integers to the default float dtype. The messages show the
     shape the caller passed.
     """
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a tensor of points; got {type(x).__name__}") from err
+    x = tensor(name, x, "a tensor of points")
     if x.ndim == 0 or x.shape[0] < 1:
         raise ValueError(
-            f"{name} must be a batch of points, shape (N, ...) with N >= 1; got shape"
+            f"{name} must be a batch of at least one point, shape (N, ...); got shape"
             f" {tuple(x.shape)}"
         )
     if x.is_complex() or x.dtype == torch.bool:

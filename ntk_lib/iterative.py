@@ -35,11 +35,15 @@ from torch import nn
 from torch.func import jacrev
 from tqdm.auto import tqdm
 
-from . import _checks, measure
+from . import _checks
 from ._linear_steps import Net, choose, linear_outputs
 from .device import generator
 from .linearize import TaylorModel
-from .measure import accuracy, relative_change
+from .measure import (
+    accuracy,
+    critical_lr,  # noqa: F401 (lessons import it from here)
+    relative_change,
+)
 from .training import DIVERGENCE_FACTOR, ON_DIVERGENCE, Divergence, mse_loss
 
 LOSSES: tuple[str, ...] = ("mse", "mse_sum", "cross_entropy")
@@ -283,25 +287,6 @@ def taylor_model(model: nn.Module, history: IterativeHistory) -> TaylorModel:
         for p, name in zip(lin.theta, lin._names, strict=False):
             p.copy_(current[name])
     return lin
-
-
-def critical_lr(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    loss: str = "mse",
-    rtol: float | None = None,
-    max_iters: int = 2000,
-    seed: int = 0,
-) -> float:
-    """Return ``2 D / lam_max`` (``loss="mse"``) or ``2 / lam_max`` (``"mse_sum"``): the learning
-    rate above which gradient descent on the linearised ``model`` (``K = inf``) diverges.
-
-    :func:`ntk_lib.measure.critical_lr` (power iteration on ``J J^T``, never formed) after
-    this module's checks of ``model`` and ``x``. Taught in lesson 10.
-    """
-    _check_data(model, x, x, None, None, loss)
-    return measure.critical_lr(model, x, loss=loss, rtol=rtol, max_iters=max_iters, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------

@@ -50,11 +50,7 @@ EXACT_MAX_DIM = 512
 
 
 def _as_matrix_batch(name: str, W: Any) -> torch.Tensor:
-    if not isinstance(W, torch.Tensor):
-        try:
-            W = torch.as_tensor(np.asarray(W, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be an array of numbers; got {type(W).__name__}") from err
+    W = _checks.tensor(name, W, "an array of numbers")
     if W.ndim < 2:
         raise ValueError(
             f"{name} must be a matrix or a batch of matrices, shape (..., M, m); "
@@ -99,14 +95,7 @@ def mp_singular_density(s: Any, M: int, m: int, sigma: float = 1.0) -> torch.Ten
     M = _checks.positive_int("M", M)
     m = _checks.positive_int("m", m)
     sigma = _checks.real("sigma", sigma, positive=True)
-    if not isinstance(s, torch.Tensor):
-        try:
-            s = torch.as_tensor(np.asarray(s, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"s must be a number or an array of numbers; got {type(s).__name__}"
-            ) from err
-    s = s.to(torch.float64)
+    s = _checks.tensor("s", s, "a number or an array of numbers").to(torch.float64)
     if not torch.isfinite(s).all():
         raise ValueError("s contains NaN or infinite entries")
     N, n = max(M, m), min(M, m)

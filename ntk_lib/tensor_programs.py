@@ -127,6 +127,18 @@ def _validate(x, y, lr, steps, parametrization, on_divergence, device, dtype):
     return x, y, lr, steps, parametrization, device, dtype
 
 
+def _diverged_at(
+    bad: torch.Tensor, outputs: torch.Tensor, y: torch.Tensor, on_divergence: str
+) -> int:
+    """Return the first step flagged in ``bad`` (``-1`` if none); raise there if so asked."""
+    if not bad.any():
+        return -1
+    step = int(torch.nonzero(bad)[0, 0])
+    if on_divergence == "raise":
+        raise DivergenceError(step, 0.5 * float(((outputs[step] - y) ** 2).mean()))
+    return step
+
+
 def _finish(
     parametrization, width, outputs, coeffs, feature, movement, y, on_divergence
 ) -> LinearLimit:
@@ -139,12 +151,8 @@ def _finish(
     bad = ~(coeffs.abs() <= DIVERGENCE_THRESHOLD).all(dim=1) | ~(
         outputs.abs() <= DIVERGENCE_THRESHOLD * scale
     ).all(dim=1)
-    diverged_at = -1
-    if bad.any():
-        diverged_at = int(torch.nonzero(bad)[0, 0])
-        if on_divergence == "raise":
-            loss = 0.5 * float(((outputs[diverged_at] - y) ** 2).mean())
-            raise DivergenceError(diverged_at, loss)
+    diverged_at = _diverged_at(bad, outputs, y, on_divergence)
+    if diverged_at >= 0:
         keep = slice(0, diverged_at)
         outputs, coeffs, feature = outputs[keep], coeffs[keep], feature[keep]
         movement = movement[keep] if movement is not None else None
@@ -409,12 +417,8 @@ def _mlp_finish(name, width, outs, tests, feats, y, on_divergence, method, point
     feature = torch.stack(feats)
     scale = 1.0 + float(y.abs().max())
     bad = ~(outputs.abs() <= DIVERGENCE_THRESHOLD * scale).all(dim=1) | ~torch.isfinite(feature)
-    diverged_at = -1
-    if bad.any():
-        diverged_at = int(torch.nonzero(bad)[0, 0])
-        if on_divergence == "raise":
-            loss = 0.5 * float(((outputs[diverged_at] - y) ** 2).mean())
-            raise DivergenceError(diverged_at, loss)
+    diverged_at = _diverged_at(bad, outputs, y, on_divergence)
+    if diverged_at >= 0:
         keep = slice(0, diverged_at)
         outputs, feature = outputs[keep], feature[keep]
         test_outputs = test_outputs[keep] if test_outputs is not None else None

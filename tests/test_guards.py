@@ -68,9 +68,9 @@ def test_non_finite_inputs_are_refused_with_the_argument_named(case):
 def test_shape_errors_show_the_shape_the_user_passed():
     with pytest.raises(ValueError, match=r"x1 of shape \(6, 4\)"):
         kernels.empirical_ntk(_net(), torch.zeros(6, 4, dtype=F64))
-    with pytest.raises(ValueError, match=r"x1 must be a batch of points.*got shape \(\)"):
+    with pytest.raises(ValueError, match=r"x1 must be a batch of at least one point.*got shape \(\)"):
         kernels.empirical_ntk(_net(), torch.tensor(1.0))
-    with pytest.raises(ValueError, match=r"y must be a batch of points.*got shape \(\)"):
+    with pytest.raises(ValueError, match=r"y must be a batch of at least one point.*got shape \(\)"):
         dynamics.train_gd(_net(), _x(), torch.tensor(1.0), lr=0.1, steps=1)
     with pytest.raises(ValueError, match=r"got shapes \(6, 3\) and \(5,\)"):
         dynamics.train_gd(_net(), _x(), _y(5), lr=0.1, steps=1)
