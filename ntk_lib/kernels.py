@@ -156,11 +156,9 @@ def _one_minus_cos(x1, x2, sw2, sb2):
         norm = z.norm(dim=1, keepdim=True)
         return torch.where(norm > 0, z / torch.where(norm > 0, norm, 1.0), 0.0)
 
-    return (
-        torch.cdist(unit(x1), unit(x2), compute_mode="donot_use_mm_for_euclid_dist")
-        .square_()
-        .mul_(0.5)
-    )
+    dist = torch.cdist(unit(x1), unit(x2), compute_mode="donot_use_mm_for_euclid_dist")
+    # Antipodal inputs can round to |z - z'|^2 / 2 = 2 + eps: clamp, or asin/sqrt give NaN.
+    return dist.square_().mul_(0.5).clamp_(0.0, 2.0)
 
 
 def _relu_layer(k11, k22, omc, ntk, sw2, sb2):

@@ -29,8 +29,8 @@ from .kernels import empirical_ntk
 def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
     """Return ``||after - before||_F / ||before||_F`` (features, kernels, parameters), in float64.
 
-    Lesson 05 measures lazy training with it: ``Theta(D^{-1/2})`` for ``q = 1/2``,
-    ``Theta(1)`` for ``q = 1`` (Chizat et al. 2019; Yang & Hu 2021).
+    Lesson 05 measures lazy training with it: of order ``n^{-1/2}`` for ``q = 1/2``,
+    of order one for ``q = 1`` (Chizat et al. 2019; Yang & Hu 2021).
 
     Raises:
         ValueError: if the shapes differ or ``before`` is zero or not finite.

@@ -467,3 +467,16 @@ def test_gpu_matches_cpu():
         gpu = empirical_ntk(many.cuda(), x.cuda(), outputs=outputs)
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-10)
         many = many.cpu()
+
+
+def test_relu_kernels_finite_for_antipodal_inputs():
+    # circle(8) holds antipodal pairs whose 1 - cos rounds to 2 + eps: no NaN may come out.
+    from ntk_lib import data
+
+    _, x = data.circle(8, dtype=torch.float64)
+    for depth in (1, 3):
+        nngp, ntk = nngp_ntk(x, depth=depth, activation="relu")
+        assert torch.isfinite(nngp).all() and torch.isfinite(ntk).all()
+        assert torch.allclose(nngp, nngp.T) and torch.allclose(ntk, ntk.T)
+    nngp, _ = nngp_ntk(x[[1, 5]], depth=1, activation="relu", sigma_w=2**0.5)
+    assert abs(nngp[0, 1].item()) < 1e-12  # E[relu(u) relu(-u)] = 0
