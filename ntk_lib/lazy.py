@@ -1,22 +1,22 @@
-"""Lazy versus rich training: one hidden layer with the output scaled by ``D^{-q}``.
+"""Lazy versus rich training: one hidden layer with the output scaled by ``n^{-q}``.
 
-The family of lesson 05 is the one-hidden-layer network of width ``D``
+The family of lesson 05 is the one-hidden-layer network of width ``n``
 
 .. math::
 
-   f(x) = D^{-q} \\sum_{i=1}^{D} v_i\\, \\phi(u_i \\cdot x + b_i), \\qquad
+   f(x) = n^{-q} \\sum_{i=1}^{n} v_i\\, \\phi(u_i \\cdot x + b_i), \\qquad
    u_i \\sim \\mathcal{N}(0, \\sigma_w^2 I_d / d),\\ v_i \\sim \\mathcal{N}(0, \\sigma_w^2),
 
-trained by gradient descent with the learning rate ``eta D^{2q-1}``. In abc terms it is
+trained by gradient descent with the learning rate ``eta n^{2q-1}``. In abc terms it is
 ``ABC((0, q), (0, 0), 1 - 2q)`` (:func:`output_scaling`), for which Yang & Hu (2021)
-give ``r = 1 - q`` when ``1/2 <= q <= 1``: the hidden features move by ``D^{-r}``, so
+give ``r = 1 - q`` when ``1/2 <= q <= 1``: the hidden features move by ``n^{-r}``, so
 ``q = 1/2`` (the NTK parametrization) trains *lazily* and ``q = 1`` (mean field) learns
-features. ``f = alpha (f_{1/2})`` with ``alpha = D^{1/2 - q}`` and the learning rate
+features. ``f = alpha (f_{1/2})`` with ``alpha = n^{1/2 - q}`` and the learning rate
 ``eta / alpha^2`` is the lazy-training scaling of Chizat, Oyallon & Bach (2019) with an
 ``alpha`` that depends on the width.
 
 :func:`kappa_ratio` measures the ratio ``||nabla^2 f|| / ||nabla f||^2`` that decides
-whether training is lazy (``Theta(D^{q-1})`` here); :func:`train_scaled` trains one member
+whether training is lazy (of order ``n^{q-1}`` here); :func:`train_scaled` trains one member
 and measures how far its hidden features and its NTK moved; :func:`sweep` does it over
 exponents, widths and seeds; :func:`linear_probe` scores features by ridge regression on
 another task (transfer).
@@ -45,12 +45,12 @@ KINDS: tuple[str, ...] = ("feature", "ntk")
 
 
 def output_scaling(q: float) -> ABC:
-    """Return ``ABC((0, q), (0, 0), 1 - 2q)``: the network ``D^{-q} sum_i v_i phi(u_i . x)``.
+    """Return ``ABC((0, q), (0, 0), 1 - 2q)``: the network ``n^{-q} sum_i v_i phi(u_i . x)``.
 
-    The readout multiplier is ``D^{-q}`` (``a_2 = q``), all weights are initialised with
-    width-independent variances (``b = 0``) and the learning rate is ``eta D^{2q-1}``
+    The readout multiplier is ``n^{-q}`` (``a_2 = q``), all weights are initialised with
+    width-independent variances (``b = 0``) and the learning rate is ``eta n^{2q-1}``
     (``c = 1 - 2q``), which keeps ``2 a_2 + c = 1``: the tangent kernel times the learning
-    rate is ``Theta(1)`` for every ``q`` (Yang & Hu 2021). ``q = 1`` is the preset ``"mf"``;
+    rate is of order one for every ``q`` (Yang & Hu 2021). ``q = 1`` is the preset ``"mf"``;
     ``q = 1/2`` is the NTK parametrization. Lesson 05.
     """
     q = _checks.real("q", q)
@@ -76,8 +76,8 @@ def hidden_features(model: MLP, x: torch.Tensor) -> torch.Tensor:
 def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
     """Return ``||after - before||_F / ||before||_F`` (e.g. of the features on the training inputs).
 
-    Lesson 05 measures lazy training with it: ``Theta(D^{-1/2})`` for ``q = 1/2``,
-    ``Theta(1)`` for ``q = 1`` (Chizat et al. 2019; Yang & Hu 2021).
+    Lesson 05 measures lazy training with it: of order ``n^{-1/2}`` for ``q = 1/2``,
+    of order one for ``q = 1`` (Chizat et al. 2019; Yang & Hu 2021).
     """
     if not isinstance(before, torch.Tensor) or not isinstance(after, torch.Tensor):
         raise TypeError(
@@ -105,7 +105,7 @@ def kappa_ratio(
     trainable parameters, found by ``iters`` steps of power iteration on Hessian-vector
     products (double backpropagation; no Hessian is formed). Chizat, Oyallon & Bach (2019):
     training stays lazy when ``kappa ||y - f_0||`` is small; for :func:`scaled_mlp`,
-    ``kappa = Theta(D^{q-1})`` (Pleiss, lecture 11). Lesson 05.
+    ``kappa`` of order ``n^{q-1}`` (Pleiss, lecture 11). Lesson 05.
     """
     iters = _checks.positive_int("iters", iters)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -181,14 +181,14 @@ def scaled_mlp(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = torch.float64,
 ) -> MLP:
-    """Return the one-hidden-layer :class:`~ntk_lib.models.MLP` with the output scale ``D^{-q}``.
+    """Return the one-hidden-layer :class:`~ntk_lib.models.MLP` with the output scale ``n^{-q}``.
 
     Its parametrization is :func:`output_scaling` ``(q)``.
 
     The hidden units have biases ``b_i ~ N(0, sigma_b^2)`` (the weight of a constant input);
     the readout bias starts at zero, so that the same ``seed`` gives, for every ``q``, the
-    same raw weights, the output ``f_q = D^{1/2-q} f_{1/2}`` and the same
-    learning-rate-weighted tangent kernel ``eta D^{2q-1} Theta_q``.
+    same raw weights, the output ``f_q = n^{1/2-q} f_{1/2}`` and the same
+    learning-rate-weighted tangent kernel ``eta n^{2q-1} Theta_q``.
     """
     model = MLP(d_in, width, 1, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
                 parametrization=output_scaling(q), seed=seed, device=device, dtype=dtype)
@@ -199,7 +199,7 @@ def scaled_mlp(
 
 
 def family(d_in: int, widths: Sequence[int], q: float, **model_kw) -> dict[int, Factory]:
-    """Return ``{width: factory}`` of :func:`scaled_mlp` networks with output scale ``D^{-q}``.
+    """Return ``{width: factory}`` of :func:`scaled_mlp` networks with output scale ``n^{-q}``.
 
     ``model_kw`` go to :func:`scaled_mlp` (``activation``, ``sigma_w``, ``sigma_b``,
     ``device``, ``dtype``); the factories take the generator of the seed
@@ -228,7 +228,7 @@ def train_scaled(
 ) -> ScaledRun:
     """Return the :class:`ScaledRun` of :func:`scaled_mlp` trained on ``(x, y)``.
 
-    Full-batch gradient descent at the rate ``lr D^{2q-1}``.
+    Full-batch gradient descent at the rate ``lr n^{2q-1}``.
 
     The loss is ``(1/2N) sum (f - y)^2`` (:func:`~ntk_lib.dynamics.train_gd`); ``model_kw``
     go to :func:`scaled_mlp` (``activation``, ``sigma_w``, ``sigma_b``, ``device``,
@@ -311,7 +311,7 @@ def sweep(
 
     ``families`` maps each exponent ``q`` to its ``{width: factory}`` (:func:`family`);
     all must share the same widths. Every run trains for the same ``steps`` at the same
-    ``lr`` (times ``D^{2q-1}``, from the networks' per-layer rates). Lesson 05 fits the
+    ``lr`` (times ``n^{2q-1}``, from the networks' per-layer rates). Lesson 05 fits the
     slopes against width: ``q - 1`` for the features (Yang & Hu 2021).
     """
     if not isinstance(families, Mapping) or not families:
