@@ -35,7 +35,6 @@ Taught in lesson 04.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,15 +44,15 @@ import torch
 from . import _checks
 from .device import resolve
 from .dynamics import train_gd
-from .kernels import empirical_ntk
+from .measure import largest_true, ntk_top_eigenvalue
+from .training import DIVERGENCE_THRESHOLD
 
 PHASES: tuple[str, ...] = ("lazy", "catapult", "divergent")
 """Phase names; the integer phase codes of :class:`TwoScalarOutcome` index this tuple."""
 
-DIVERGENCE_THRESHOLD = 1e8
-"""A grid point of the two-scalar model has diverged once ``eta^2 f^2 / n`` or ``|eta lam|``
-exceeds this (or is not finite). Beyond it the quadratic term dominates and ``|f|`` grows at
-least like its cube each step, so no trajectory that crosses it comes back."""
+# A grid point of the two-scalar model has diverged once eta^2 f^2 / n or |eta lam| exceeds
+# DIVERGENCE_THRESHOLD (ntk_lib.training) or is not finite. Beyond it the quadratic term
+# dominates and |f| grows at least like its cube each step, so no trajectory comes back.
 
 _CHUNK = 2**17  # grid points per block on the CPU: a block's ~10 work arrays stay in the L3 cache
 _BOUNDARY_RTOL = 1e-12  # eta * lam0 this close to 2 or 4 counts as that boundary
@@ -75,7 +74,8 @@ class TwoScalarOutcome:
         f_final, lam_final: the state after the last step (frozen at the last in-bounds
             state where the point diverged).
         peak_abs_f: ``max_t |f_t|`` over the run.
-        diverged_at: the step whose state crossed :data:`DIVERGENCE_THRESHOLD`, ``-1`` where
+        diverged_at: the step whose state crossed :data:`~ntk_lib.training.DIVERGENCE_THRESHOLD`,
+            ``-1`` where
             none did.
     """
 
@@ -279,7 +279,8 @@ def two_scalar(
             ``n > 0`` (any real), ``lam0 >= 0``.
         steps: number of steps (>= 0).
         threshold: a point diverges at the first step where ``eta^2 f^2/n`` or ``|eta lam|``
-            exceeds this or is not finite (:data:`DIVERGENCE_THRESHOLD`). It is then frozen at
+            exceeds this or is not finite (:data:`~ntk_lib.training.DIVERGENCE_THRESHOLD`). It is
+            then frozen at
             its last in-bounds state, so the trajectories never hold inf or NaN.
         device, dtype: defaults ``default_device()`` and float64.
 
@@ -288,6 +289,13 @@ def two_scalar(
     """
     grid, steps, threshold = _prepare(f0, lam0, eta, n, steps, threshold, device, dtype)
     shape = grid["f0"].shape
+    _checks.fits(
+        "steps",
+        steps,
+        2 * (steps + 1) * grid["f0"].numel() * grid["f0"].element_size(),
+        f"the trajectories of {grid['f0'].numel()} grid points",
+        grid["f0"].device,
+    )
     out, f, lam = _evolve(grid, steps, threshold, record=True)
     fields = {k: v.reshape(shape) for k, v in out.items()}
     return TwoScalarTrajectory(
@@ -345,11 +353,7 @@ def top_eigenvalue(model: torch.nn.Module, x: torch.Tensor) -> float:
     model with ``K`` outputs per input (loss summed over outputs) ``Theta`` is the full
     ``(D K) x (D K)`` kernel of all outputs.
     """
-    ntk = empirical_ntk(model, x).to(torch.float64)
-    d = ntk.shape[0]
-    if ntk.ndim == 4:  # (D, D, K, K): the kernel of all D K outputs
-        ntk = ntk.permute(0, 2, 1, 3).reshape(d * ntk.shape[2], d * ntk.shape[2])
-    return torch.linalg.eigvalsh(ntk)[-1].item() / d
+    return ntk_top_eigenvalue(model, x) / x.shape[0]
 
 
 def empirical_phase(
@@ -528,7 +532,4 @@ def max_trainable_rate(
         raise ValueError(f"r_low={r_low} does not train in {steps} steps: lower it")
     if trainable(r_high):
         raise ValueError(f"r_high={r_high} still trains in {steps} steps: raise it")
-    while r_high - r_low > tol * r_low:
-        mid = math.sqrt(r_low * r_high)
-        r_low, r_high = (mid, r_high) if trainable(mid) else (r_low, mid)
-    return r_low + r_high
+    return sum(largest_true(trainable, r_low, r_high, rtol=tol))

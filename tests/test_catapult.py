@@ -319,7 +319,6 @@ def test_real_network_functions_reject_bad_input():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_parity():
     """Same float64 arithmetic on the GPU (one block instead of many): agreement to rounding."""
     eta = torch.linspace(0.5, 5.0, 300, dtype=F64)[:, None]
