@@ -11,7 +11,10 @@ the training residual evolves mode by mode, ``f_t - y = V exp(-lr lam t / D) V^T
 under gradient flow (:func:`mse_flow`) and ``f_k - y = V (1 - lr lam / D)^k V^T (f_0 - y)``
 under gradient descent (:func:`mse_gd`); test points follow through ``Theta_test,train``,
 and the parameters of the linearised network through ``J^T`` (:func:`mse_flow_params`).
-One eigendecomposition serves any number of times.
+One eigendecomposition serves any number of times, and any number ``K`` of outputs
+(targets ``(D, K)``, e.g. one-hot classes): each output flows as in the scalar case.
+:func:`mse_flow_ensemble` gives the mean and covariance of the test outputs of infinitely
+wide networks trained from random initialisation (the NTK-GP, Lee et al. 2019, eq. 16).
 
 Taught in lessons 01 and 03.
 """
