@@ -170,7 +170,8 @@ def test_lessons_have_exercises():
 def test_teaching_page_points_match_the_notebooks():
     """The points in book/teaching.md's table are the notebooks' (`tools/assignments.py points`)."""
     page = (ROOT / "book" / "teaching.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `(\w+)` .*\| ([\d.]+) \| [^|]+ \|$", page, re.M)
+    # The table's rows: | `NN_slug` ({doc}`exercises <...>`) | items | points | time |
+    rows = re.findall(r"^\| `(\w+)` \(\{doc\}.*\| ([\d.]+) \| [^|]+ \|$", page, re.M)
     assert rows, "no assignment table found in book/teaching.md"
     wrong = {
         name: (float(pts), sum(A.points(LESSONS[name]).values()) if name in LESSONS else None)
@@ -407,3 +408,47 @@ def test_autograde_wrong_answer_loses_points_and_says_what_was_expected(course, 
         assert v.WRONG_MESSAGE in message, (
             f"{failed[0]}: {v.WRONG_MESSAGE!r} not in the feedback:\n{message[-1500:]}")
         assert "expected" in message, f"{failed[0]}: the feedback does not say what was expected"
+
+
+# --------------------------------------------------------------------------------------
+# After autograding: feedback and grading by hand (these change the gradebook: keep last)
+
+
+def test_feedback_shows_no_hidden_test_or_mark_scheme(course, graded):
+    A.feedback(course)
+    for name in NAMES:
+        secret = Counter()
+        kept = "\n".join(split_source(LESSONS[name])[1])  # a hidden line may be part of a kept one
+        for cell in cells(LESSONS[name]):
+            text = A.cell_source(cell)
+            hidden, _ = A.regions(text, A.BEGIN_HIDDEN, A.END_HIDDEN)
+            scheme, _ = A.regions(text, A.BEGIN_MARK_SCHEME, A.END_MARK_SCHEME)
+            secret.update(ln.strip() for ln in hidden + scheme if len(ln.strip()) > 20)
+        for student in ("solution", "blank"):
+            path = course / "feedback" / student / name / A.notebook_name(name).replace(".ipynb", ".html")
+            assert path.is_file(), f"no feedback written for {student}/{name}"
+            page = path.read_text(encoding="utf-8")
+            import html as _html
+            text = _html.unescape(re.sub(r"<[^>]+>", "", page))
+            leaked = [ln for ln in secret if ln not in kept and ln in text]
+            assert not leaked, f"{student}/{name} feedback shows hidden lines: {leaked[:5]}"
+            assert not [m for m in MARKERS[2:] if m in page], f"{student}/{name}: markers in feedback"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grading_written_answers_from_the_command_line(course, graded, name):
+    waiting = A.written_answers(course, name, "solution")
+    s = A.structure(LESSONS[name])
+    assert {w["grade_id"] for w in waiting} == set(s.written)
+    for item in waiting:
+        assert item["score"] is None
+        assert A.BEGIN_MARK_SCHEME in item["question"], "the grader does not see the mark scheme"
+        assert item["answer"].strip() and "YOUR ANSWER HERE" not in item["answer"]
+    before = A.scores(course, name)["solution"].score
+    item = waiting[0]
+    A.grade_by_hand(course, name, "solution", item["grade_id"], item["points"] - 1, comment="ok")
+    after = A.scores(course, name)["solution"]
+    assert item["grade_id"] not in after.manual
+    assert after.score == before + item["points"] - 1
+    with pytest.raises(A.AssignmentError, match="points: expected 0 to"):
+        A.grade_by_hand(course, name, "solution", item["grade_id"], item["points"] + 1)

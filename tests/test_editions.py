@@ -72,12 +72,12 @@ def answer_lines(path: Path) -> tuple[set[str], set[str]]:
 
 
 def prose_fragments(line: str) -> list[str]:
-    """The plain-text runs of a markdown line (math, code and emphasis removed) of >= 4 words.
+    """The plain-text runs of a markdown line (math, code and emphasis removed) of >= 6 words.
 
     They are what survives rendering verbatim, so they can be searched in a page's text.
     """
     parts = re.split(r"\$[^$]*\$|`[^`]*`|[*_\[\]{}()|<>#\\]", line)
-    return [_collapse(p) for p in parts if len(p.split()) >= 4 and len(_collapse(p)) >= MIN_CHARS]
+    return [_collapse(p) for p in parts if len(p.split()) >= 6 and len(_collapse(p)) >= 2 * MIN_CHARS]
 
 
 def public_text(html_dir: Path) -> dict[str, str]:

@@ -61,10 +61,11 @@ def test_kernels_and_closed_form_dynamics():
     flow_c = dynamics.mse_flow(ntk_c, y, times)
     flow_d = dynamics.mse_flow(ntk_d, y.to(DEVICE), times.to(DEVICE))
     close(flow_d.train, flow_c.train)
-    model = MLP(6, 128, 2, seed=1, dtype=torch.float64)
-    emp_c = kernels.empirical_ntk(model, x)
-    emp_d = kernels.empirical_ntk(model.to(DEVICE), x.to(DEVICE))
-    close(emp_d, emp_c)
+    model = MLP(6, 128, 2, d_out=3, seed=1, dtype=torch.float64)
+    emp_c = {o: kernels.empirical_ntk(model, x, outputs=o) for o in ("full", "mean")}
+    model = model.to(DEVICE)
+    for o in ("full", "mean"):
+        close(kernels.empirical_ntk(model, x.to(DEVICE), outputs=o), emp_c[o])
 
 
 def test_training_and_linearisation():

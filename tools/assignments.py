@@ -19,6 +19,12 @@ Commands (``python tools/assignments.py [--course DIR] COMMAND``, course/ by def
     build [--no-validate]                      what `make assignments` runs
     autograde ASSIGNMENT [STUDENT [SUBMISSION_DIR]]
     scores ASSIGNMENT
+    written ASSIGNMENT [STUDENT]               the written answers waiting for a grader,
+                                               with the mark scheme (no JupyterHub needed)
+    grade ASSIGNMENT STUDENT GRADE_ID POINTS [--comment TEXT]   record a hand-given score
+    feedback ASSIGNMENT                        nbgrader generate_feedback (no answers leak)
+    timing [ASSIGNMENT ...]                    autograde each source once: seconds per
+                                               submission (wall and CPU) on this machine
     points                                     the points table of book/teaching.md
 
 Writing an assignment (the conventions ``tests/test_assignments.py`` checks)
@@ -121,6 +127,21 @@ c.Execute.timeout = {TIMEOUT}
 # gradebook, so the formgrader shows it next to the student's answer. nbgrader only
 # expects mark schemes in "task" cells; these are locked cells with a grade_id.
 c.ClearMarkScheme.enforce_metadata = False
+
+# Tracebacks in autograded notebooks (and so in the feedback and the formgrader) in plain
+# Python form: the failing line only, not IPython's default few lines of context, which
+# would show hidden tests next to a failing visible check.
+c.Execute.extra_arguments = ["--InteractiveShell.xmode=Plain"]
+
+# Feedback (generate_feedback) renders the autograded notebook, in which autograde restored
+# the hidden tests and the mark schemes: drop both again (a failed hidden test still shows
+# its error message).
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbgrader.preprocessors.ClearMarkScheme",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
 
 load_subconfig("nbgrader_config_local.py")  # noqa: F821  (skipped when absent)
 '''
@@ -460,6 +481,82 @@ def autograde_all(course_dir: Path) -> dict[str, dict[str, Score]]:
     return {name: scores(course_dir, name) for name in names}
 
 
+def feedback(course_dir: Path, assignment: str = "*") -> None:
+    """``nbgrader generate_feedback --force`` (course/feedback/<student>/<assignment>/)."""
+    from nbgrader.converters import GenerateFeedback
+
+    _run(GenerateFeedback, course_dir, f"generate_feedback {assignment}",
+         assignment_id=assignment, student_id="*", force=True)
+
+
+def written_answers(course_dir: Path, assignment: str, student: str = "*") -> list[dict]:
+    """The written answers of autograded submissions, with their mark scheme and score.
+
+    One dict per (student, answer): student, grade_id, points, score (None until graded),
+    answer (the student's text), question (the locked cell before it, mark scheme
+    included, as autograde restored it).
+    """
+    out = []
+    folder = Path(course_dir) / "autograded"
+    graded = scores(course_dir, assignment)
+    for path in sorted(folder.glob(f"{student}/{assignment}/{notebook_name(assignment)}")):
+        who = path.parent.parent.name
+        cells = read_notebook(path)["cells"]
+        for i, cell in enumerate(cells):
+            meta = nbgrader_meta(cell)
+            if not (cell["cell_type"] == "markdown" and meta.get("grade") and meta.get("solution")):
+                continue
+            question = next((cell_source(c) for c in reversed(cells[:i])
+                             if c["cell_type"] == "markdown" and nbgrader_meta(c).get("locked")), "")
+            score = graded.get(who)
+            waiting = score is None or meta["grade_id"] in score.manual
+            out.append({
+                "student": who, "grade_id": meta["grade_id"], "points": float(meta["points"]),
+                "score": None if waiting else score.cells.get(meta["grade_id"], (None,))[0],
+                "answer": cell_source(cell), "question": question,
+            })
+    return out
+
+
+def grade_by_hand(course_dir: Path, assignment: str, student: str, grade_id: str,
+                  points: float, comment: str | None = None) -> None:
+    """Record a hand-given score (and a comment) for a written answer in the gradebook."""
+    from nbgrader.api import Gradebook
+    from nbgrader.coursedir import CourseDirectory
+
+    _venv_on_path()
+    coursedir = CourseDirectory(config=load_config(course_dir))
+    with Gradebook(coursedir.db_url, course_id=coursedir.course_id) as gb:
+        grade = gb.find_grade(grade_id, notebook_name(assignment)[:-6], assignment, student)
+        if not 0 <= points <= grade.max_score:
+            raise AssignmentError(f"points: expected 0 to {grade.max_score:g}, got {points:g}")
+        grade.manual_score = float(points)
+        grade.needs_manual_grade = False
+        if comment is not None:
+            gb.find_comment(grade_id, notebook_name(assignment)[:-6], assignment,
+                            student).manual_comment = comment
+        gb.db.commit()
+
+
+def timing(course_dir: Path, assignments: Iterable[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Autograde each assignment's source once, as student "timing": assignment ->
+    (wall seconds, CPU seconds of this process and the kernels it ran)."""
+    import resource
+    import time
+
+    names = list(assignments or sorted(p.name for p in (Path(course_dir) / "source").iterdir()))
+    result = {}
+    for name in names:
+        submit_dir = Path(course_dir) / "source" / name
+        def cpu() -> float:
+            return sum(getattr(resource.getrusage(w), f) for w in
+                       (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
+        start, start_cpu = time.perf_counter(), cpu()
+        autograde(course_dir, name, "timing", submit_dir)
+        result[name] = (time.perf_counter() - start, cpu() - start_cpu)
+    return result
+
+
 @dataclass
 class Score:
     """A submission's score from the gradebook."""
@@ -534,6 +631,20 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("scores", help="print the autograded scores of an assignment")
     s.add_argument("assignment")
     sub.add_parser("points", help="print the points per assignment (markdown table)")
+    w = sub.add_parser("written", help="the written answers waiting for a grader")
+    w.add_argument("assignment")
+    w.add_argument("student", nargs="?", default="*")
+    w.add_argument("--all", action="store_true", help="graded ones too")
+    g = sub.add_parser("grade", help="record the score of a written answer")
+    g.add_argument("assignment")
+    g.add_argument("student")
+    g.add_argument("grade_id")
+    g.add_argument("points", type=float)
+    g.add_argument("--comment")
+    f = sub.add_parser("feedback", help="generate feedback (HTML) for every graded student")
+    f.add_argument("assignment", nargs="?", default="*")
+    t = sub.add_parser("timing", help="time autograding each assignment's source once")
+    t.add_argument("assignments", nargs="*")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -563,6 +674,27 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{student}: {result.score:g} / {result.max_score:g}")
         elif args.command == "points":
             print(points_table(args.lessons))
+        elif args.command == "written":
+            for item in written_answers(args.course, args.assignment, args.student):
+                if item["score"] is not None and not args.all:
+                    continue
+                state = "to grade" if item["score"] is None else f"{item['score']:g}"
+                print(f"=== {item['student']} / {item['grade_id']} "
+                      f"({state} / {item['points']:g} points)")
+                print(item["question"].strip(), "\n--- answer:\n" + item["answer"].strip(), "\n")
+        elif args.command == "grade":
+            grade_by_hand(args.course, args.assignment, args.student, args.grade_id,
+                          args.points, args.comment)
+            print(f"{args.student} / {args.grade_id}: {args.points:g} recorded")
+        elif args.command == "feedback":
+            feedback(args.course, args.assignment)
+            print(f"feedback in {args.course / 'feedback'}")
+        elif args.command == "timing":
+            build_course(args.course, args.lessons)
+            generate(args.course)
+            print("| assignment | autograde wall s | CPU s |\n| --- | --- | --- |")
+            for name, (wall, cpu_s) in timing(args.course, args.assignments or None).items():
+                print(f"| `{name}` | {wall:.1f} | {cpu_s:.1f} |")
     except AssignmentError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
