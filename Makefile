@@ -75,6 +75,7 @@ instructor-book: install _build/.ntk_lib-stamp
 # tests/test_editions.py searches it for every answer line (PUBLIC_BOOK_HTML makes that
 # test fail, rather than skip, when the HTML is missing).
 test: install
+	$(PY) -m ruff check ntk_lib
 	$(call edition,public,--no-execute,--all,_build/html)
 	PUBLIC_BOOK_HTML=_build/html $(PY) -m pytest tests/
 ifneq ($(LESSONS),)

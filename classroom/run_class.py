@@ -196,54 +196,69 @@ def runs_as(name: str, python: str, code: str = "import nbgrader") -> bool:
     return proc.returncode == 0
 
 
+def reachable(path: Path) -> bool:
+    """Whether another user (nobody) can read ``path``."""
+    return subprocess.run(["runuser", "-u", "nobody", "--", "test", "-r", str(path)],
+                          capture_output=True, cwd="/").returncode == 0
+
+
+def link_tree(src: Path, dst: Path, skip: set[str] = frozenset()) -> None:
+    """Hard-link a folder's files into ``dst`` (copy them across file systems).
+
+    New folders (modes as the originals), the same files: instant and no disk space, and
+    reachable by others when only an ancestor of ``src`` (e.g. /root, 0700) was not.
+    """
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=link,
+                    ignore=lambda d, names: [n for n in names if os.path.join(d, n) in skip
+                                             or n == "__pycache__"])
+
+
 def users_environment(run_dir: Path) -> Path:
     """The bin/ of a Python environment the throwaway users can run.
 
-    The course's virtualenv when they can run its Python. Otherwise (its Python lives where
-    they cannot go, e.g. a pyenv build under /root, mode 0700) the same Python made
-    reachable: its installation (without its own site-packages) hard-linked into the run's
-    folder (copied if that is another file system), and a virtualenv on it that imports
-    the course's site-packages (which must be readable by all) and shares its share/ and
-    etc/ (JupyterLab, the kernel spec, the nbgrader extensions' switches). The course's
-    console scripts are copied into it with their first line pointing at its Python.
-    LD_LIBRARY_PATH (exported to the users) finds the copy's libpython first.
+    The course's virtualenv when they can run its Python. Otherwise (a checkout or a pyenv
+    build under /root, mode 0700) the same environment made reachable in the run's folder:
+    a virtualenv on the same Python (its installation hard-linked there when others cannot
+    run it, LD_LIBRARY_PATH then finding the copy's libpython) that imports the course's
+    site-packages (hard-linked there when others cannot read them) and has its share/ and
+    etc/ (JupyterLab, the kernel spec, the nbgrader extensions' switches) and its console
+    scripts, their first line pointing at the new Python.
     """
     if runs_as("nobody", str(BIN / "python")):
         return BIN
-    base = Path(sys.base_prefix)
-    version = "python{}.{}".format(*sys.version_info[:2])
-    python = run_dir / "python"
-    if runs_as("nobody", str(base / "bin" / version), "pass") or not str(base).startswith(
-            ("/root/", "/home/")):
-        # The Python itself is reachable: the virtualenv or the checkout is not.
-        raise ClassroomError(f"other users cannot use {BIN.parent}: put the checkout and "
-                             "its virtualenv where every user can read them (e.g. under /opt, "
-                             "not /root) and run make classroom there")
-
-    def link(src, dst):
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    skip = {str(base / "lib" / version / "site-packages")}
-    shutil.copytree(base, python, symlinks=True, copy_function=link,
-                    ignore=lambda d, names: [n for n in names
-                                             if os.path.join(d, n) in skip
-                                             or n == "__pycache__"])
-    (python / "lib" / version / "site-packages").mkdir(exist_ok=True)
-    os.environ["CLASSROOM_LD_LIBRARY_PATH"] = str(python / "lib")
-    venv = run_dir / "venv"
-    subprocess.run([str(python / "bin" / version), "-m", "venv", "--without-pip", str(venv)],
-                   check=True, env={**os.environ, "LD_LIBRARY_PATH": str(python / "lib")})
     import sysconfig
 
+    base = Path(sys.base_prefix)
+    version = "python{}.{}".format(*sys.version_info[:2])
+    interpreter = base / "bin" / version
+    env = dict(os.environ)
+    if not runs_as("nobody", str(interpreter), "pass"):
+        python = run_dir / "python"
+        link_tree(base, python, {str(base / "lib" / version / "site-packages")})
+        (python / "lib" / version / "site-packages").mkdir(exist_ok=True)
+        interpreter = python / "bin" / version
+        os.environ["CLASSROOM_LD_LIBRARY_PATH"] = env["LD_LIBRARY_PATH"] = str(python / "lib")
     site = Path(sysconfig.get_paths()["purelib"])
+    if not reachable(site / "nbgrader" / "__init__.py"):
+        link_tree(site, run_dir / "site-packages")
+        site = run_dir / "site-packages"
+    venv = run_dir / "venv"
+    subprocess.run([str(interpreter), "-m", "venv", "--without-pip", str(venv)], check=True,
+                   env=env)
     target = venv / "lib" / version / "site-packages" / "wide_networks_course.pth"
     target.write_text(f"import site; site.addsitedir({str(site)!r})\n")
     for folder in ("share", "etc"):
         if (BIN.parent / folder).exists():
-            (venv / folder).symlink_to(BIN.parent / folder)
+            if reachable(BIN.parent / folder):
+                (venv / folder).symlink_to(BIN.parent / folder)
+            else:
+                link_tree(BIN.parent / folder, venv / folder)
     for script in BIN.iterdir():
         dest = venv / "bin" / script.name
         if dest.exists() or not script.is_file():
@@ -255,16 +270,19 @@ def users_environment(run_dir: Path) -> Path:
         if head.startswith(b"#!") and b"python" in head:
             dest.write_bytes(f"#!{venv / 'bin' / 'python'}\n".encode() + rest)
             dest.chmod(0o755)
-    subprocess.run(["chmod", "-R", "a+rX", str(python), str(venv)], check=True)
+    # Only what is new: hard-linked files (share/, etc/) share modes with the originals.
+    subprocess.run(["chmod", "-R", "a+rX", str(venv / "bin"), str(venv / "lib"),
+                    str(venv / "pyvenv.cfg")], check=True)
+    venv.chmod(0o755)
     probe = subprocess.run(["runuser", "-u", "nobody", "--", "env",
-                            f"LD_LIBRARY_PATH={python / 'lib'}", str(venv / "bin" / "python"),
-                            "-c", "import nbgrader"], capture_output=True, text=True, cwd="/")
+                            f"LD_LIBRARY_PATH={env.get('LD_LIBRARY_PATH', '')}",
+                            str(venv / "bin" / "python"), "-c", "import nbgrader, torch"],
+                           capture_output=True, text=True, cwd="/")
     if probe.returncode != 0:
-        raise ClassroomError(f"the users' environment {venv} cannot import nbgrader (the "
-                             f"course's site-packages {site} must be readable by all):\n"
+        raise ClassroomError(f"the users' environment {venv} does not work:\n"
                              + probe.stderr[-2000:])
-    log(f"other users cannot run {BIN / 'python'}: they run {venv} (the same Python, "
-        f"{base} hard-linked into {python}, with the course's site-packages)")
+    log(f"other users cannot run {BIN / 'python'}: they run {venv}, the same Python "
+        f"({interpreter}) and site-packages ({site})")
     return venv / "bin"
 
 

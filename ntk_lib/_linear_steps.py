@@ -49,7 +49,9 @@ class Net:
     def __call__(self, theta, x: torch.Tensor, *, update_buffers: bool = False) -> torch.Tensor:
         """``f(x; theta)``; buffers are copies unless ``update_buffers`` (a refresh's forward)."""
         buffers = {} if update_buffers else {k: b.clone() for k, b in self.model.named_buffers()}
-        out = functional_call(self.model, {**dict(zip(self.names, theta)), **buffers}, (x,))
+        out = functional_call(
+            self.model, {**dict(zip(self.names, theta, strict=False)), **buffers}, (x,)
+        )
         if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != x.shape[0]:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
@@ -64,13 +66,13 @@ class Net:
 
     def delta(self, theta_s: list[torch.Tensor]) -> list[torch.Tensor]:
         """``theta_t - theta_s``."""
-        return [p.detach() - s for p, s in zip(self.params, theta_s)]
+        return [p.detach() - s for p, s in zip(self.params, theta_s, strict=False)]
 
 
 def linear_outputs(net: Net, theta_s: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``f(x; theta_s) + J_s(x) (theta_t - theta_s)`` by one dual-number forward, no graph."""
     with torch.no_grad(), fwad.dual_level():
-        dual = [fwad.make_dual(s, d) for s, d in zip(theta_s, net.delta(theta_s))]
+        dual = [fwad.make_dual(s, d) for s, d in zip(theta_s, net.delta(theta_s), strict=False)]
         primal, tangent = fwad.unpack_dual(net(dual, x))
     return primal if tangent is None else primal + tangent
 
@@ -123,7 +125,7 @@ class Jvp:
             except RuntimeError:  # an op without a double backward: dual numbers from now on
                 self.full = False
         with fwad.dual_level():
-            dual = [fwad.make_dual(leaf, d) for leaf, d in zip(self.leaves, delta)]
+            dual = [fwad.make_dual(leaf, d) for leaf, d in zip(self.leaves, delta, strict=False)]
             self.out, tangent = fwad.unpack_dual(self.net(dual, xb))
         self.f_s_batch = self.out.detach()
         return self.f_s_batch if tangent is None else self.f_s_batch + tangent.detach()
@@ -203,7 +205,7 @@ class Materialized:
         """``J_s^T g``; ``None`` for parameters the output does not use (as in ``backward()``)."""
         flat = self.rows.reshape(-1, self.net.n_params).T @ g.reshape(-1)
         sizes = [s.numel() for s in self.theta_s]
-        parts = zip(flat.split(sizes), self.theta_s, self.used)
+        parts = zip(flat.split(sizes), self.theta_s, self.used, strict=False)
         return [v.view_as(s) if used else None for v, s, used in parts]
 
 

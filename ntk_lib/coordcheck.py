@@ -18,6 +18,7 @@ Taught in lessons 07 and 08.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,10 +27,10 @@ import numpy as np
 import torch
 
 from . import _checks
-from .dynamics import DivergenceError, mse_loss, train_gd
 from .families import SEEDS, Family, build, check_family, check_seeds, like_model
+from .measure import largest_true, loglog_slope
 from .models import MLP
-from .plotting import loglog_slope
+from .training import Divergence, full_batch_gd, mse_loss
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 """Optimizers accepted by :func:`coord_check`."""
@@ -79,7 +80,9 @@ class CoordCheck:
         """Return ``values(wide) / values(narrow)``, shape ``(steps + 1, len(names))``."""
         for name, w in (("wide", wide), ("narrow", narrow)):
             if w not in self.widths:
-                raise ValueError(f"{name} must be one of the recorded widths {list(self.widths)}; got {w!r}")
+                raise ValueError(
+                    f"{name} must be one of the recorded widths {list(self.widths)}; got {w!r}"
+                )
         v = self._values(kind)
         return v[self.widths.index(wide)] / v[self.widths.index(narrow)]
 
@@ -89,7 +92,8 @@ class CoordCheck:
 
 
 def _batch(x, y, *, vector_y: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the checked batch: ``x`` of shape ``(N, d)``, ``y`` of shape ``(N,)`` (or ``(N, d_out)``)."""
+    """Return the checked batch: ``x`` of shape ``(N, d)``, ``y`` of shape ``(N,)`` (or ``(N,
+    d_out)``)."""
     x = _checks.matrix("x", x)
     as_vector = vector_y or (y.ndim if hasattr(y, "ndim") else np.ndim(y)) == 1
     y = (_checks.vector if as_vector else _checks.matrix)("y", y, dtype=x.dtype, device=x.device)
@@ -135,7 +139,7 @@ def coord_check(
             ``(N, d_out)`` for a vector output. Moved to the networks' device and dtype.
 
     Raises:
-        DivergenceError: when a coordinate becomes non-finite (lower ``lr``).
+        ~ntk_lib.training.DivergenceError: when the loss becomes non-finite (lower ``lr``).
     """
     widths = check_family("models", models, minimum=2)
     lr = _checks.real("lr", lr, positive=True)
@@ -150,38 +154,59 @@ def coord_check(
             xm, ym = like_model(model, x=x, y=y)
             if names is None:
                 depth = model.depth
-                names = (*[f"h{l}" for l in range(1, depth + 1)],
-                         *[f"x{l}" for l in range(1, depth + 1)], "f")
+                names = (
+                    *[f"h{k}" for k in range(1, depth + 1)],
+                    *[f"x{k}" for k in range(1, depth + 1)],
+                    "f",
+                )
                 size = torch.zeros(len(widths), steps + 1, len(names), dtype=torch.float64)
                 change = torch.zeros_like(size)
             if model.depth != len(names) // 2:
-                raise ValueError(f"models must share one depth; width {width} has {model.depth}, "
-                                 f"width {widths[0]} has {len(names) // 2}")
-            groups = model.param_groups(lr)
-            opt = torch.optim.SGD(groups, lr=lr) if optimizer == "sgd" else torch.optim.Adam(groups, lr=lr)
+                raise ValueError(
+                    f"models must share one depth; width {width} has {model.depth}, "
+                    f"width {widths[0]} has {len(names) // 2}"
+                )
+            sizes, changes = _run(model, xm, ym, y.shape, lr, steps, optimizer, loss)
             for t in range(steps + 1):
-                stats, out = _statistics(model, xm)
-                if t == 0:
-                    first = stats
-                    if out.shape != ym.shape:
-                        raise ValueError(f"y must have the networks' output shape {tuple(out.shape)}; "
-                                         f"got {tuple(y.shape)}")
-                for k, (s, s0) in enumerate(zip(stats, first)):
-                    size[i, t, k] += float(s.abs().mean()) / len(seeds)
-                    change[i, t, k] += float((s - s0).abs().mean()) / len(seeds)
-                if not torch.isfinite(size[i, t]).all():
-                    raise DivergenceError(t, math.inf)
-                if t < steps:
-                    opt.zero_grad(set_to_none=True)
-                    loss(out, ym).backward()
-                    opt.step()
+                for k in range(len(names)):
+                    size[i, t, k] += sizes[t][k] / len(seeds)
+                    change[i, t, k] += changes[t][k] / len(seeds)
     return CoordCheck(widths, names, size, change)
+
+
+def _run(model: MLP, x: torch.Tensor, y: torch.Tensor, y_shape: torch.Size, lr: float, steps: int,
+         optimizer: str, loss: Callable) -> tuple[list[list[float]], list[list[float]]]:
+    """Train one network; return per step the mean |coordinate| and |change| of each quantity."""
+    groups = model.param_groups(lr)
+    opt = torch.optim.SGD(groups, lr=lr) if optimizer == "sgd" else torch.optim.Adam(groups, lr=lr)
+    cache, sizes, changes = {}, [], []
+
+    def forward(net: MLP, xb: torch.Tensor) -> torch.Tensor:
+        cache["stats"], out = _statistics(net, xb)
+        if out.shape != y.shape:
+            raise ValueError(
+                f"y must have the networks' output shape {tuple(out.shape)}; got {tuple(y_shape)}"
+            )
+        return out
+
+    def record(t: int, out: torch.Tensor) -> None:
+        first = cache.setdefault("first", cache["stats"])
+        sizes.append([float(s.abs().mean()) for s in cache["stats"]])
+        pairs = zip(cache["stats"], first, strict=True)
+        changes.append([float((s - s0).abs().mean()) for s, s0 in pairs])
+
+    # Coordinate checks exist to watch sizes grow: only a non-finite loss diverges.
+    full_batch_gd(model, x, y, lr=lr, steps=steps, loss=loss, optimizer=opt, forward=forward,
+                  on_step=record, divergence=Divergence(math.inf, "raise"))
+    return sizes, changes
 
 
 def _mlp(model: torch.nn.Module) -> MLP:
     if not isinstance(model, MLP):
-        raise TypeError(f"models must build ntk_lib.models.MLP networks (their layers are recorded); "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"models must build ntk_lib.models.MLP networks (their layers are recorded); "
+            f"got {type(model).__name__}"
+        )
     return model
 
 
@@ -199,10 +224,17 @@ class MaxLR:
     prefactor: float
 
 
-def _stable(model_factory: Callable[[], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, lr: float, steps: int) -> bool:
-    """Whether ``steps`` of full-batch GD at ``lr`` keep the loss finite and end below where it began."""
-    history = train_gd(model_factory(), x, y, lr=lr, steps=steps, divergence_factor=1e4)
-    return not history.diverged and bool(history.loss[-1] < history.loss[0])
+def _stable(
+    model_factory: Callable[[], torch.nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    steps: int,
+) -> bool:
+    """Whether ``steps`` of full-batch GD at ``lr`` do not diverge (factor ``1e4``) and end below
+    the start."""
+    run = full_batch_gd(model_factory(), x, y, lr=lr, steps=steps, divergence=Divergence(1e4))
+    return not run.diverged and run.losses[-1] < run.losses[0]
 
 
 def max_stable_lr(
@@ -239,18 +271,19 @@ def max_stable_lr(
     for width in widths:
         logs = []
         for seed in seeds:
-            def factory() -> torch.nn.Module:
-                return build(models, width, seed)
+            factory = functools.partial(build, models, width, seed)
             xm, ym = like_model(factory(), x=x, y=y)
-            lo, hi = math.log(lo0), math.log(hi0)
             if not _stable(factory, xm, ym, lo0, steps):
-                raise ValueError(f"lr_range low end {lo0:g} is already unstable at width {width}: lower it")
+                raise ValueError(
+                    f"lr_range low end {lo0:g} is already unstable at width {width}: lower it"
+                )
             if _stable(factory, xm, ym, hi0, steps):
-                raise ValueError(f"lr_range high end {hi0:g} is still stable at width {width}: raise it")
-            for _ in range(iters):
-                mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if _stable(factory, xm, ym, math.exp(mid), steps) else (lo, mid)
-            logs.append(lo)
+                raise ValueError(
+                    f"lr_range high end {hi0:g} is still stable at width {width}: raise it"
+                )
+            stable = functools.partial(_stable, factory, xm, ym, steps=steps)
+            lo, _ = largest_true(stable, lo0, hi0, iters=iters)
+            logs.append(math.log(lo))
         rates.append(math.exp(float(np.mean(logs))))
     exponent, prefactor = loglog_slope(widths, rates)
     return MaxLR(widths, torch.tensor(rates, dtype=torch.float64), exponent, prefactor)

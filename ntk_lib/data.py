@@ -31,6 +31,7 @@ def sphere(
     n, d = _checks.positive_int("n", n), _checks.positive_int("d", d)
     radius = math.sqrt(d) if radius is None else _checks.real("radius", radius, positive=True)
     device, dtype = resolve(device, dtype, theory=True)
+    _checks.fits("n", n, 2 * n * d * 8, f"{n} x {d} float64 points")
     z = torch.randn(n, d, generator=generator(seed), dtype=torch.float64)
     return (radius * z / z.norm(dim=1, keepdim=True)).to(device=device, dtype=dtype)
 
@@ -49,6 +50,7 @@ def circle(
     """
     n = _checks.positive_int("n", n)
     device, dtype = resolve(device, dtype, theory=True)
+    _checks.fits("n", n, 6 * n * 8, f"{n} points on the circle")
     angles = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
     points = math.sqrt(2) * torch.stack([angles.cos(), angles.sin()], dim=1)
     return angles.to(device=device, dtype=dtype), points.to(device=device, dtype=dtype)
@@ -71,10 +73,15 @@ def regression_1d(
     n = _checks.positive_int("n", n)
     noise = _checks.real("noise", noise, nonnegative=True)
     device, dtype = resolve(device, dtype)
+    _checks.fits("n", n, 8 * n * 8, f"{n} points and targets")
     gen = generator(seed)
     t = torch.sort(torch.rand(n, generator=gen, dtype=torch.float64) * 2 * math.pi - math.pi).values
     x = math.sqrt(2) * torch.stack([t.cos(), t.sin()], dim=1)
-    y = torch.sin(2 * t) + 0.5 * torch.cos(t) + noise * torch.randn(n, generator=gen, dtype=torch.float64)
+    y = (
+        torch.sin(2 * t)
+        + 0.5 * torch.cos(t)
+        + noise * torch.randn(n, generator=gen, dtype=torch.float64)
+    )
     return x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
 
 
@@ -96,13 +103,19 @@ def digits(
     """
     from sklearn.datasets import load_digits  # ships with scikit-learn: no download
 
-    n_train, n_test = _checks.positive_int("n_train", n_train), _checks.positive_int("n_test", n_test)
+    n_train, n_test = (
+        _checks.positive_int("n_train", n_train),
+        _checks.positive_int("n_test", n_test),
+    )
     bunch = load_digits()
     keep = torch.isin(torch.as_tensor(bunch.target), torch.as_tensor(list(classes)))
     x_all = torch.as_tensor(bunch.data, dtype=torch.float64)[keep]
     labels = torch.as_tensor(bunch.target)[keep]
     if n_train + n_test > len(labels):
-        raise ValueError(f"n_train + n_test must be at most {len(labels)} for classes={classes}; got {n_train + n_test}")
+        raise ValueError(
+            f"n_train + n_test must be at most {len(labels)} for classes={classes}; "
+            f"got {n_train + n_test}"
+        )
     y_all = torch.searchsorted(torch.as_tensor(sorted(classes)), labels)
     order = torch.randperm(len(labels), generator=generator(seed))
     train, test = order[:n_train], order[n_train : n_train + n_test]
@@ -132,7 +145,13 @@ def one_hot(
     defaults to float64 (theory) on the labels' device.
     """
     labels = torch.as_tensor(labels)
-    if labels.ndim != 1 or labels.numel() < 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+    if (
+        labels.ndim != 1
+        or labels.numel() < 1
+        or labels.is_floating_point()
+        or labels.is_complex()
+        or labels.dtype == torch.bool
+    ):
         raise ValueError(
             f"labels must be a 1-D integer tensor of class indices with at least one entry; got "
             f"shape {tuple(labels.shape)}, dtype {labels.dtype}"
@@ -160,17 +179,24 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     if not isinstance(outputs, torch.Tensor):
         outputs = torch.as_tensor(outputs)
     if outputs.ndim != 2 or outputs.shape[1] < 2 or outputs.shape[0] < 1:
-        raise ValueError(f"outputs must have shape (N, K) with K >= 2 classes; got {tuple(outputs.shape)}")
+        raise ValueError(
+            f"outputs must have shape (N, K) with K >= 2 classes; got {tuple(outputs.shape)}"
+        )
     if outputs.is_complex() or not torch.isfinite(outputs.to(torch.float64)).all():
         raise ValueError("outputs contains NaN, infinite or complex entries")
     targets = torch.as_tensor(targets, device=outputs.device)
     if targets.shape == outputs.shape:
         truth = targets.argmax(1)
-    elif targets.shape == outputs.shape[:1] and not targets.is_floating_point() and targets.dtype != torch.bool:
+    elif (
+        targets.shape == outputs.shape[:1]
+        and not targets.is_floating_point()
+        and targets.dtype != torch.bool
+    ):
         truth = targets
     else:
         raise ValueError(
             f"targets must be class indices of shape ({outputs.shape[0]},) (integers) or scores of "
-            f"outputs' shape {tuple(outputs.shape)}; got shape {tuple(targets.shape)}, dtype {targets.dtype}"
+            f"outputs' shape {tuple(outputs.shape)}; got shape {tuple(targets.shape)}, dtype"
+            f" {targets.dtype}"
         )
     return float((outputs.argmax(1) == truth).double().mean())

@@ -1,7 +1,7 @@
 """Where and in which precision things run: device choice, seeding, dtype defaults.
 
 Training runs in float32 unless asked; closed forms and theory checks run in float64
-(DESIGN.md, *Conventions*). Lessons call :func:`default_device` once and scale their
+(ARCHITECTURE.md, *Conventions*). Lessons call :func:`default_device` once and scale their
 experiments up with :func:`full_scale` when a CUDA GPU is present.
 """
 
@@ -28,7 +28,7 @@ def default_device() -> torch.device:
 
 def full_scale(device: torch.device | str | None = None) -> bool:
     """Return whether lessons should run their ``FULL`` (GPU-sized) experiments on ``device``."""
-    return torch.device(device or default_device()).type == "cuda"
+    return (default_device() if device is None else _checks.available(device)).type == "cuda"
 
 
 def resolve(
@@ -40,8 +40,10 @@ def resolve(
     (closed forms) and float32 otherwise (training).
     """
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating torch.dtype such as torch.float64; got {dtype!r}")
-    device = torch.device(device) if device is not None else default_device()
+        raise ValueError(
+            f"dtype must be a floating torch.dtype such as torch.float64; got {dtype!r}"
+        )
+    device = _checks.available(device) if device is not None else default_device()
     return device, dtype or (THEORY_DTYPE if theory else TRAIN_DTYPE)
 
 

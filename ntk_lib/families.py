@@ -110,7 +110,9 @@ def check_family(name: str, family: Family, *, minimum: int = 1) -> tuple[int, .
     widths = check_widths(f"{name} widths", list(family), minimum=minimum)
     for w in widths:
         if not callable(family[w]):
-            raise TypeError(f"{name}[{w}] must be a callable factory(generator); got {family[w]!r:.60}")
+            raise TypeError(
+                f"{name}[{w}] must be a callable factory(generator); got {family[w]!r:.60}"
+            )
     return widths
 
 
@@ -131,8 +133,10 @@ def build(family: Family, width: int, seed: int) -> torch.nn.Module:
     """
     model = family[width](generator(seed))
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"the factory of width {width} must return a torch.nn.Module; "
-                        f"got {type(model).__name__}")
+        raise TypeError(
+            f"the factory of width {width} must return a torch.nn.Module; "
+            f"got {type(model).__name__}"
+        )
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"the network of width {width} has no trainable parameter")
     return model

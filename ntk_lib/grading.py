@@ -40,7 +40,11 @@ def _describe(e: np.ndarray) -> str:
 def check_type(name: str, value: Any, expected: type | tuple[type, ...]) -> None:
     """Fail unless ``value`` is an instance of ``expected``."""
     if not isinstance(value, expected):
-        names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+        names = (
+            expected.__name__
+            if isinstance(expected, type)
+            else " or ".join(t.__name__ for t in expected)
+        )
         raise AssertionError(f"{name}: expected a {names}, got {type(value).__name__}")
 
 
@@ -48,10 +52,15 @@ def check_shape(name: str, value: Any, shape: Sequence[int]) -> None:
     """Fail unless ``value`` (tensor or array) has exactly ``shape``."""
     got = tuple(value.shape) if hasattr(value, "shape") else None
     if got != tuple(shape):
-        raise AssertionError(f"{name}: expected a tensor of shape {tuple(shape)}, got {got if got is not None else type(value).__name__}")
+        raise AssertionError(
+            f"{name}: expected a tensor of shape {tuple(shape)}, "
+            f"got {got if got is not None else type(value).__name__}"
+        )
 
 
-def check_close(name: str, value: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0, why: str = "") -> None:
+def check_close(
+    name: str, value: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0, why: str = ""
+) -> None:
     """Fail unless ``|value - expected| <= atol + rtol |expected|`` elementwise.
 
     ``why`` explains the tolerance to the student (e.g. "Monte Carlo with 10^4 samples").
@@ -63,10 +72,13 @@ def check_close(name: str, value: Any, expected: Any, *, rtol: float = 1e-6, ato
             f"({_describe(e)}), so no answer can be checked against it"
         )
     if v.shape != e.shape:
-        raise AssertionError(f"{name}: expected shape {e.shape} ({_describe(e)}), got shape {v.shape}")
+        raise AssertionError(
+            f"{name}: expected shape {e.shape} ({_describe(e)}), got shape {v.shape}"
+        )
     if not np.all(np.isfinite(v)):
-        raise AssertionError(f"{name}: expected finite values close to {_describe(e)}, "
-                             "got NaN or infinite values")
+        raise AssertionError(
+            f"{name}: expected finite values close to {_describe(e)}, got NaN or infinite values"
+        )
     err = np.abs(v - e)
     bound = atol + rtol * np.abs(e)
     if np.any(err > bound):
@@ -75,7 +87,8 @@ def check_close(name: str, value: Any, expected: Any, *, rtol: float = 1e-6, ato
         note = f" ({why})" if why else ""
         raise AssertionError(
             f"{name}: expected {e[i]:.6g}{where}, got {v[i]:.6g}; allowed error "
-            f"{bound[i] if err.ndim else bound:.2g} = atol {atol:g} + rtol {rtol:g} * |expected|{note}"
+            f"{bound[i] if err.ndim else bound:.2g} = atol {atol:g} + rtol {rtol:g} *"
+            f" |expected|{note}"
         )
 
 
@@ -86,13 +99,19 @@ def check_between(name: str, value: float, low: float, high: float, *, why: str 
     """
     low, high = float(low), float(high)
     if not (low <= high):
-        raise AssertionError(f"{name}: the expected range [{low:g}, {high:g}] is empty or NaN, "
-                             "so no answer can be checked against it")
+        raise AssertionError(
+            f"{name}: the expected range [{low:g}, {high:g}] is empty or NaN, "
+            "so no answer can be checked against it"
+        )
     value = _as_array(value, name)
     if value.size != 1:
-        raise AssertionError(f"{name}: expected a single number in [{low:g}, {high:g}], "
-                             f"got an array of shape {value.shape}")
+        raise AssertionError(
+            f"{name}: expected a single number in [{low:g}, {high:g}], "
+            f"got an array of shape {value.shape}"
+        )
     value = float(value.reshape(()))
     if not low <= value <= high:
         note = f" ({why})" if why else ""
-        raise AssertionError(f"{name}: expected a value in [{low:g}, {high:g}], got {value:.4g}{note}")
+        raise AssertionError(
+            f"{name}: expected a value in [{low:g}, {high:g}], got {value:.4g}{note}"
+        )

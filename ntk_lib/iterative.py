@@ -16,8 +16,8 @@ work, after Fort et al. 2020's observation that the kernel moves fastest early).
 A step between refreshes costs about one forward, one JVP and one VJP without forming
 ``J_s`` (``path="jvp"``), or two matrix-vector products with ``J_s`` built once per refresh
 (``path="materialize"``); ``path="auto"`` picks the cheaper (``ntk_lib._linear_steps``).
-:func:`critical_lr` gives the learning rate above which the linear model diverges under the
-MSE loss, ``2 D / lam_max(Theta)``.
+:func:`~ntk_lib.measure.critical_lr` gives the learning rate above which the linear model
+diverges under the MSE loss, ``2 D / lam_max(Theta)``.
 
 Taught in lesson 10.
 """
@@ -38,8 +38,13 @@ from tqdm.auto import tqdm
 from . import _checks
 from ._linear_steps import Net, choose, linear_outputs
 from .device import generator
-from .dynamics import DivergenceError, mse_loss
 from .linearize import TaylorModel
+from .measure import (
+    accuracy,
+    critical_lr,  # noqa: F401 (lessons import it from here)
+    relative_change,
+)
+from .training import DIVERGENCE_FACTOR, ON_DIVERGENCE, Divergence, mse_loss
 
 LOSSES: tuple[str, ...] = ("mse", "mse_sum", "cross_entropy")
 """The named losses, ``(1/2D) sum (f - y)^2`` (the course's MSE), ``1/2 ||f - y||^2`` (the
@@ -61,7 +66,8 @@ class IterativeHistory:
             ``steps`` at the end).
         test_loss, test_accuracy: the linear model's loss and accuracy on the test set then.
         refresh_steps: the steps at which the features were computed (``0`` included).
-        ntk_change_between_refreshes: ``||Theta_i - Theta_{i-1}||_F / ||Theta_{i-1}||_F``, the empirical NTK on
+        ntk_change_between_refreshes: ``||Theta_i - Theta_{i-1}||_F / ||Theta_{i-1}||_F``, the
+            empirical NTK on
             the probe set between consecutive refreshes and the end, if ``ntk_probe``.
         ntk_change_since_init: ``||Theta_i - Theta_0||_F / ||Theta_0||_F`` at the same times.
         drift: with ``K="adaptive"``, the drift measured at each step (0 right after a refresh).
@@ -137,8 +143,8 @@ def train(
     ntk_probe: int | torch.Tensor | None = None,
     drift_points: int = 128,
     seed: int | torch.Generator | None = 0,
-    on_divergence: str = "raise",
-    divergence_factor: float = 1e6,
+    on_divergence: str = ON_DIVERGENCE[0],
+    divergence_factor: float = DIVERGENCE_FACTOR,
     progress: bool = False,
 ) -> IterativeHistory:
     """Train ``model`` in place by iterative linearisation; return what happened.
@@ -177,9 +183,11 @@ def train(
             on the first ``ntk_probe`` training points (an int).
         drift_points: how many of a step's inputs ``K="adaptive"`` checks.
         seed: seed or generator of the minibatch order.
-        on_divergence: ``"raise"`` (:class:`~ntk_lib.dynamics.DivergenceError`) or ``"stop"``
-            (return with ``diverged_at`` set) when the loss is non-finite or above
-            ``divergence_factor`` times the first one.
+        on_divergence, divergence_factor: the rule of :mod:`ntk_lib.training` (a loss that is
+            non-finite or above ``divergence_factor`` times the larger of the first loss and
+            the loss of predicting 0; for a callable loss, the first loss alone): ``"stop"``
+            returns with ``diverged_at`` set, ``"raise"`` raises
+            :class:`~ntk_lib.training.DivergenceError`.
         progress: show a progress bar.
     """
     _check_data(model, x, y, x_test, y_test, loss)
@@ -197,10 +205,11 @@ def train(
     if ntk_probe is not None and not isinstance(ntk_probe, torch.Tensor):
         _checks.positive_int("ntk_probe", ntk_probe)
         if ntk_probe > x.shape[0]:
-            raise ValueError(f"ntk_probe must be at most the {x.shape[0]} training points; got {ntk_probe}")
-    _checks.choice("on_divergence", on_divergence, ("raise", "stop"))
-    _checks.real("divergence_factor", divergence_factor, positive=True)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+            raise ValueError(
+                f"ntk_probe must be at most the {x.shape[0]} training points; got {ntk_probe}"
+            )
+    divergence = Divergence(divergence_factor, on_divergence)
+    device = _checks.available(device) if device is not None else next(model.parameters()).device
     net = Net(model.to(device))
     x, y = _to(x, net, device), _to(y, net, device)
     test = None if x_test is None else (_to(x_test, net, device), _to(y_test, net, device))
@@ -210,7 +219,7 @@ def train(
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     n, full = x.shape[0], batch_size is None or batch_size == x.shape[0]
     batches = iter(()) if full else minibatches(n, batch_size, steps, seed)
-    rec = _Recorder(None if probe is None else _to(probe, net, device), test, loss_fn)
+    rec = _Recorder(None if probe is None else _to(probe, net, device), test, loss_fn, divergence)
     engine = None
     for t in tqdm(range(steps), disable=not progress, leave=False):
         idx = None if full else next(batches).to(device)
@@ -242,23 +251,16 @@ def train(
         value = float(value.detach())
         if t == 0:
             rec.start(value, out.detach(), yb, isinstance(loss, str))
-        if rec.diverges(value, divergence_factor):
-            rec.diverged_at = t
-            if on_divergence == "raise":
-                raise DivergenceError(t, value)
+        if divergence.check(t, value):
             break
         rec.step(value, out, yb)
-        for p, grad in zip(net.params, engine.backward(g)):
+        for p, grad in zip(net.params, engine.backward(g), strict=False):
             p.grad = grad
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    if engine is not None and rec.diverged_at < 0:
+    if engine is not None and not divergence.diverged:
         final = float(loss_fn(linear_outputs(net, engine.theta_s, x).detach(), y))
-        if rec.loss and rec.diverges(final, divergence_factor):  # the last step blew up
-            rec.diverged_at = steps
-            if on_divergence == "raise":
-                raise DivergenceError(steps, final)
-        else:
+        if not (rec.loss and divergence.check(steps, final)):  # the last step may blow up
             rec.evaluate(net, engine.theta_s, steps)
             rec.kernels(net)
     return rec.history(net, engine, K == "adaptive")
@@ -282,47 +284,9 @@ def taylor_model(model: nn.Module, history: IterativeHistory) -> TaylorModel:
         for name, value in history.expansion_point.items():
             params[name].copy_(value)
         lin, current = TaylorModel(base), dict(model.named_parameters())
-        for p, name in zip(lin.theta, lin._names):
+        for p, name in zip(lin.theta, lin._names, strict=False):
             p.copy_(current[name])
     return lin
-
-
-def critical_lr(
-    model: nn.Module, x: torch.Tensor, *, loss: str = "mse", rtol: float | None = None,
-    max_iters: int = 2000, seed: int = 0,
-) -> float:
-    """Return ``2 D / lam_max`` (``loss="mse"``) or ``2 / lam_max`` (``"mse_sum"``): the learning
-    rate above which gradient descent on the linearised ``model`` (``K = inf``) diverges.
-
-    With the MSE loss the linear model's residual evolves as ``r <- (I - (lr / D) Theta) r``
-    (Lee et al. 2019), ``Theta = J J^T`` the empirical NTK on ``x`` of all ``N * out`` outputs,
-    so it converges iff ``lr < 2 D / lam_max(Theta)``. ``lam_max`` comes from power iteration on
-    ``v -> J (J^T v)`` (one VJP and one JVP per iteration; ``Theta`` is never formed) from a
-    random start drawn with ``seed``, until the Rayleigh quotient changes by less than ``rtol``
-    relative (default ``1e-10``, or ``10 eps`` of the model's dtype if larger) or
-    ``max_iters``. Gradient descent on the network itself (``K = 1``) can train above it, by
-    the catapult mechanism (lesson 04). Taught in lesson 10.
-    """
-    _check_data(model, x, x, None, None, loss)
-    _checks.choice("loss", loss, ("mse", "mse_sum"))
-    max_iters = _checks.positive_int("max_iters", max_iters)
-    net = Net(model)
-    eps = torch.finfo(net.dtype).eps
-    rtol = max(1e-10, 10 * eps) if rtol is None else _checks.real("rtol", rtol, positive=True)
-    x = _to(x, net, net.params[0].device)
-    theta = tuple(net.theta())
-    f = lambda *p: net(list(p), x)  # noqa: E731
-    out, vjp_fn = torch.func.vjp(f, *theta)
-    v = torch.randn(out.shape, generator=generator(seed), dtype=torch.float64).to(out)
-    lam = 0.0
-    for _ in range(max_iters):
-        v = v / v.norm()
-        u = torch.func.jvp(f, theta, vjp_fn(v))[1]
-        lam, previous = float((v * u).sum()), lam  # the Rayleigh quotient rises to lam_max
-        if abs(lam - previous) <= rtol * abs(lam):
-            break
-        v = u
-    return 2 * (x.shape[0] if loss == "mse" else 1) / lam
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,7 +298,7 @@ def _loss_function(loss):
     if not isinstance(loss, str):
         return loss
     if loss == "cross_entropy":
-        return F.cross_entropy
+        return _cross_entropy
     fn = mse_loss if loss == "mse" else lambda f, y: 0.5 * (f - y).pow(2).sum()
 
     def checked(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -349,15 +313,25 @@ def _loss_function(loss):
     return checked
 
 
-def _accuracy(out: torch.Tensor, y: torch.Tensor) -> float | None:
-    """Fraction of argmax hits for class-index or one-hot targets; ``None`` for other targets."""
-    if out.ndim != 2 or out.shape[1] < 2:
-        return None
-    if not y.is_floating_point() and y.shape == out.shape[:1]:
-        return float((out.argmax(1) == y).double().mean())
-    if y.shape == out.shape:
-        return float((out.argmax(1) == y.argmax(1)).double().mean())
-    return None
+def _cross_entropy(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy`` after checking that ``f`` holds class scores and ``y`` classes."""
+    if f.ndim != 2 or f.shape[1] < 2:
+        raise ValueError(
+            "loss='cross_entropy' needs class scores, model output of shape (N, classes >= 2); "
+            f"got output shape {tuple(f.shape)}"
+        )
+    if y.is_floating_point():
+        if y.shape != f.shape:
+            raise ValueError(
+                f"y must hold class probabilities of shape {tuple(f.shape)} or class "
+                f"indices of shape ({f.shape[0]},); got {y.dtype} {tuple(y.shape)}"
+            )
+    elif y.shape != f.shape[:1] or y.min() < 0 or y.max() >= f.shape[1]:
+        raise ValueError(
+            f"y must hold class indices in [0, {f.shape[1]}) of shape ({f.shape[0]},); "
+            f"got shape {tuple(y.shape)}, range [{int(y.min())}, {int(y.max())}]"
+        )
+    return F.cross_entropy(f, y)
 
 
 def _drift(
@@ -373,10 +347,10 @@ def _drift(
 class _Recorder:
     """Collects per-step metrics, test evaluations and empirical-NTK changes."""
 
-    def __init__(self, probe: torch.Tensor | None, test, loss_fn) -> None:
-        self.probe, self.test, self.loss_fn = probe, test, loss_fn
+    def __init__(self, probe: torch.Tensor | None, test, loss_fn, divergence: Divergence) -> None:
+        self.probe, self.test, self.loss_fn, self.divergence = probe, test, loss_fn, divergence
         self.loss, self.acc, self.test_loss, self.test_acc, self.drift = [], [], [], [], []
-        self.eval_steps, self.refresh_steps, self.diverged_at = [], [], -1
+        self.eval_steps, self.refresh_steps = [], []
         self.ntk_first = self.ntk_last = None
         self.ntk_change, self.ntk_from_init = [], []
 
@@ -384,28 +358,19 @@ class _Recorder:
         self.refresh_steps.append(t)
         self.kernels(net)
 
-    def diverges(self, value: float, factor: float) -> bool:
-        """Non-finite, or ``factor`` times above the first loss and the loss of predicting 0.
-
-        The zero-prediction loss (the targets' own scale) keeps a run that starts almost at
-        a perfect fit, or a first minibatch fitted by chance, from counting as divergent.
-        """
-        return not math.isfinite(value) or bool(self.loss and value > factor * self.reference)
-
     def start(self, value: float, out: torch.Tensor, y: torch.Tensor, named: bool) -> None:
-        """Set the reference: the first loss and, for a named loss, that of predicting 0.
-
-        A callable loss is not called again here (it may record its calls).
-        """
+        """Set the divergence reference: the first loss and, for a named loss, that of
+        predicting 0 (:mod:`ntk_lib.training`). A callable loss is not called again here (it
+        may record its calls)."""
         zero = 0.0
         if named:
             with torch.no_grad():
                 zero = float(self.loss_fn(torch.zeros_like(out), y))
-        self.reference = max(value, zero if math.isfinite(zero) else 0.0, 1e-30)
+        self.divergence.start(value, zero)
 
     def step(self, value: float, out: torch.Tensor, y: torch.Tensor) -> None:
         self.loss.append(value)
-        if (acc := _accuracy(out, y)) is not None:
+        if (acc := accuracy(out, y)) is not None:
             self.acc.append(acc)
 
     def evaluate(self, net: Net, theta_s: list[torch.Tensor], t: int) -> None:
@@ -415,7 +380,7 @@ class _Recorder:
         out = linear_outputs(net, theta_s, x)
         with torch.no_grad():
             self.test_loss.append(float(self.loss_fn(out, y)))
-        if (acc := _accuracy(out, y)) is not None:
+        if (acc := accuracy(out, y)) is not None:
             self.test_acc.append(acc)
         self.eval_steps.append(t)
 
@@ -430,10 +395,8 @@ class _Recorder:
         if self.ntk_last is None:
             self.ntk_first = kernel
         else:
-            self.ntk_change.append(float((kernel - self.ntk_last).norm() / self.ntk_last.norm()))
-            self.ntk_from_init.append(
-                float((kernel - self.ntk_first).norm() / self.ntk_first.norm())
-            )
+            self.ntk_change.append(relative_change(self.ntk_last, kernel))
+            self.ntk_from_init.append(relative_change(self.ntk_first, kernel))
         self.ntk_last = kernel
 
     def history(self, net: Net, engine, adaptive: bool) -> IterativeHistory:
@@ -452,8 +415,10 @@ class _Recorder:
             ntk_change_since_init=f64(self.ntk_from_init, self.probe is not None),
             drift=f64(self.drift, adaptive),
             path="" if engine is None else engine.name,
-            expansion_point={} if engine is None else dict(zip(net.names, engine.theta_s)),
-            diverged_at=self.diverged_at,
+            expansion_point={}
+            if engine is None
+            else dict(zip(net.names, engine.theta_s, strict=False)),
+            diverged_at=self.divergence.diverged_at,
         )
 
 
@@ -463,17 +428,20 @@ class _Recorder:
 
 
 def _check_data(model, x, y, x_test, y_test, loss) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    _checks.trainable("model", model)
     for name, v in (("x", x), ("y", y), ("x_test", x_test), ("y_test", y_test)):
-        required = name in ("x", "y")
-        if (v is not None or required) and (not isinstance(v, torch.Tensor) or v.ndim < 1):
-            raise TypeError(f"{name} must be a tensor of points (first dimension); got {type(v)}")
+        if v is None and name in ("x_test", "y_test"):
+            continue
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(
+                f"{name} must be a tensor of points (first dimension); got {type(v).__name__}"
+            )
+        if v.is_floating_point() or v.ndim < 1:  # class labels stay integers
+            _checks.points(name, v)
     if x.shape[0] < 1 or x.shape[0] != y.shape[0]:
-        raise ValueError("x and y must hold the same number (>= 1) of points; "
-                         f"got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"x and y must hold the same number (>= 1) of points; got {x.shape[0]} and {y.shape[0]}"
+        )
     if (x_test is None) != (y_test is None) or (
         x_test is not None and (x_test.shape[0] < 1 or x_test.shape[0] != y_test.shape[0])
     ):
@@ -481,8 +449,9 @@ def _check_data(model, x, y, x_test, y_test, loss) -> None:
     if isinstance(loss, str):
         _checks.choice("loss", loss, LOSSES)
     elif not callable(loss):
-        raise TypeError(f"loss must be one of {LOSSES} or a callable (output, target) -> scalar; "
-                        f"got {loss!r}")
+        raise TypeError(
+            f"loss must be one of {LOSSES} or a callable (output, target) -> scalar; got {loss!r}"
+        )
 
 
 def _schedule(K, tol) -> tuple[int | float | str, float | None]:

@@ -1,14 +1,7 @@
-"""The neural tangent kernel: in closed form at infinite width, and empirically for a network.
+"""The neural tangent kernel of a network: empirically, to compare with its closed form.
 
-Closed forms (:func:`nngp_ntk`) follow the NTK-parametrization convention of the course
-(DESIGN.md; Jacot et al. 2018, Lee et al. 2019, Arora et al. 2019)::
-
-    K^1(x, x')     = sigma_w^2 x.x' / d + sigma_b^2,          Theta^1 = K^1,
-    K^{l+1}(x, x') = sigma_w^2 E[phi(u) phi(v)] + sigma_b^2,
-    Theta^{l+1}    = K^{l+1} + sigma_w^2 E[phi'(u) phi'(v)] Theta^l,
-
-with ``(u, v) ~ N(0, [[K^l(x,x), K^l(x,x')], [K^l(x,x'), K^l(x',x')]])``; the network's
-NNGP and NTK are ``K^{depth+1}`` and ``Theta^{depth+1}``.
+The closed-form NNGP and NTK at infinite width (``nngp_ntk``, NTK parametrization) are in
+:mod:`ntk_lib.infinite_width` and importable from here too.
 
 The empirical NTK ``Theta(x, x') = sum_p df(x)/dtheta_p df(x')/dtheta_p`` of a finite
 network (:func:`empirical_ntk`) has three implementations: Jacobian contraction and
@@ -23,16 +16,13 @@ Taught in lessons 01 and 02.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from . import _checks
+from .infinite_width import CLOSED_FORM_ACTIVATIONS, nngp_ntk  # noqa: F401 (importable here)
 from .models import MLP
-
-CLOSED_FORM_ACTIVATIONS: tuple[str, ...] = ("relu", "erf", "identity")
-"""Activations whose NNGP/NTK :func:`nngp_ntk` knows in closed form."""
 
 EMPIRICAL_METHODS: tuple[str, ...] = ("auto", "structured", "jacobian", "ntvp")
 """Methods accepted by :func:`empirical_ntk`."""
@@ -41,167 +31,6 @@ OUTPUT_KINDS: tuple[str, ...] = ("full", "mean")
 """What :func:`empirical_ntk` returns for a model with several outputs per input."""
 
 _FEATURE_MEMORY = 2 * 2**30  # bytes of per-point Jacobians / signals / tangents held at once
-_BATCH_MIXING = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd)
-_BLOCK_ENTRIES = 2**18  # kernel entries per block of the closed-form recursion
-
-
-# ---------------------------------------------------------------------------------------
-# Closed form
-# ---------------------------------------------------------------------------------------
-
-
-def nngp_ntk(
-    x1: torch.Tensor,
-    x2: torch.Tensor | None = None,
-    *,
-    depth: int,
-    activation: str = "relu",
-    sigma_w: float = 1.0,
-    sigma_b: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the closed-form ``(nngp, ntk)`` matrices of shape ``(len(x1), len(x2))``, float64.
-
-    Implements the recursions of the module docstring for ``depth`` hidden layers. For
-    ``relu`` (arc-cosine kernel, Cho & Saul 2009), with ``cos(theta) = K^l(x,x') /
-    sqrt(K^l(x,x) K^l(x',x'))``::
-
-        E[phi(u) phi(v)]   = sqrt(K(x,x) K(x',x')) (sin theta + (pi - theta) cos theta) / (2 pi)
-        E[phi'(u) phi'(v)] = (pi - theta) / (2 pi)
-
-    and for ``erf`` (Williams 1997), with ``k_ab = K^l`` entries::
-
-        E[phi(u) phi(v)]   = (2/pi) arcsin(2 k_12 / sqrt((1 + 2 k_11)(1 + 2 k_22)))
-        E[phi'(u) phi'(v)] = (4/pi) / sqrt((1 + 2 k_11)(1 + 2 k_22) - 4 k_12^2)
-
-    The relu angle is not taken as ``arccos`` of a rounded cosine, which near ``theta = 0``
-    (equal or parallel inputs) loses half the digits, a loss that compounds with depth: the
-    recursion carries ``1 - cos(theta)`` itself, taken at the input from the distance between
-    normalised inputs and propagated as a sum of non-negative terms (see ``_relu_layer``),
-    and ``theta = 2 arcsin(sqrt((1 - cos)/2))``. The result is exact to rounding near and on
-    the diagonal at any depth. Zero-norm inputs are allowed.
-
-    Args:
-        x1, x2: inputs of shape ``(N1, d)`` and ``(N2, d)``; ``x2=None`` means ``x1``
-            (then both matrices are exactly symmetric).
-        depth: number of hidden layers (0: the linear model ``K^1``).
-        activation: ``"relu"``, ``"erf"`` or ``"identity"``.
-        sigma_w, sigma_b: weight and bias standard deviations (>= 0).
-    """
-    depth = _checks.nonnegative_int("depth", depth)
-    _checks.choice("activation", activation, CLOSED_FORM_ACTIVATIONS)
-    sw2 = _checks.real("sigma_w", sigma_w, nonnegative=True) ** 2
-    sb2 = _checks.real("sigma_b", sigma_b, nonnegative=True) ** 2
-    x1 = _checks.matrix("x1", x1, dtype=torch.float64)
-    symmetric = x2 is None
-    x2 = x1 if symmetric else _checks.matrix("x2", x2, cols=x1.shape[1], dtype=torch.float64, device=x1.device)
-
-    n1, n2 = x1.shape[0], x2.shape[0]
-    k22 = sw2 * (x2 * x2).sum(1)[None, :] / x2.shape[1] + sb2
-    nngp = torch.empty(n1, n2, dtype=torch.float64, device=x1.device)
-    ntk = torch.empty_like(nngp)
-    # Row blocks of about 2^18 entries keep every temporary in cache; for x2 = x1 only
-    # the blocks on and above the diagonal are computed, and mirrored.
-    rows = max(1, _BLOCK_ENTRIES // n2)
-    for i in range(0, n1, rows):
-        j = i if symmetric else 0
-        block = _recursion(x1[i : i + rows], x2[j:], k22[:, j:], depth, activation, sw2, sb2)
-        for out, b in zip((nngp, ntk), block):
-            if symmetric:
-                r = b.shape[0]
-                out[i:, i : i + r] = b.T
-                b[:, :r] = (b[:, :r] + b[:, :r].T) / 2  # the diagonal square, exactly symmetric
-            out[i : i + rows, j:] = b
-    return nngp, ntk
-
-
-def _recursion(x1, x2, k22, depth, activation, sw2, sb2):
-    """The recursion of :func:`nngp_ntk` for a block of rows ``x1`` against all of ``x2``."""
-    d = x1.shape[1]
-    k11 = sw2 * (x1 * x1).sum(1, keepdim=True) / d + sb2  # (N1, 1)
-    k12 = torch.addmm(torch.tensor(sb2, dtype=x1.dtype), x1, x2.T, alpha=sw2 / d)
-    if activation == "relu":
-        omc = _one_minus_cos(x1, x2, sw2, sb2)
-    ntk = k12
-    for _ in range(depth):
-        if activation == "relu":
-            k11, k22, k12, omc, ntk = _relu_layer(k11, k22, omc, ntk, sw2, sb2)
-        elif activation == "erf":
-            k11, k22, k12, ntk = _erf_layer(k11, k22, k12, ntk, sw2, sb2)
-        else:
-            k11, k22, k12 = sw2 * k11 + sb2, sw2 * k22 + sb2, sw2 * k12 + sb2
-            ntk = k12 + sw2 * ntk
-    return k12, ntk
-
-
-def _one_minus_cos(x1, x2, sw2, sb2):
-    """``1 - cos(theta)`` of the first layer, exact to rounding for (nearly) parallel inputs.
-
-    ``K^1(x, x') = z.z'`` with ``z = (sigma_w x / sqrt(d), sigma_b)``, so ``1 - cos(theta) =
-    |z/|z| - z'/|z'||^2 / 2``, a sum of squares (zero-norm ``z`` count as orthogonal).
-    """
-    def unit(x):
-        z = torch.cat([x * math.sqrt(sw2 / x.shape[1]), torch.full_like(x[:, :1], math.sqrt(sb2))], dim=1)
-        norm = z.norm(dim=1, keepdim=True)
-        return torch.where(norm > 0, z / torch.where(norm > 0, norm, 1.0), 0.0)
-
-    dist = torch.cdist(unit(x1), unit(x2), compute_mode="donot_use_mm_for_euclid_dist")
-    # Antipodal inputs can round to |z - z'|^2 / 2 = 2 + eps: clamp, or asin/sqrt give NaN.
-    return dist.square_().mul_(0.5).clamp_(0.0, 2.0)
-
-
-def _relu_layer(k11, k22, omc, ntk, sw2, sb2):
-    """One relu layer of the recursion, carrying ``omc = 1 - cos(theta)`` (see :func:`nngp_ntk`).
-
-    With ``p = sqrt(k11 k22)``, ``J = sin(theta) + (pi - theta) cos(theta)``, ``a = sw2/2``,
-    ``b = sb2`` and the next diagonals ``A = a k11 + b``, ``B = a k22 + b``::
-
-        k12'   = sw2 p J / (2 pi) + sb2
-        ntk'   = k12' + sw2 (pi - theta) / (2 pi) ntk
-        1-cos' = [a b (sqrt k11 - sqrt k22)^2 / (sqrt(AB) + a p + b)
-                  + sw2 p (pi (1 - cos) - (sin - theta cos)) / (2 pi)] / sqrt(AB)
-
-    The last line is ``(sqrt(AB) - k12') / sqrt(AB)`` rearranged into a sum of
-    non-negative terms, so the angle stays exact to rounding at every depth, where
-    ``arccos`` of a rounded cosine would lose half the digits near ``theta = 0``.
-    """
-    s1, s2 = k11.sqrt(), k22.sqrt()
-    p = s1 * s2
-    theta = (omc * 0.5).sqrt_().asin_().mul_(2)
-    cos = 1 - omc
-    sin = (2 - omc).mul_(omc).sqrt_()
-    pi_minus = math.pi - theta
-    j = torch.addcmul(sin, pi_minus, cos)
-    k12_next = torch.addcmul(torch.tensor(sb2, dtype=p.dtype), p, j, value=sw2 / (2 * math.pi))
-    ntk_next = torch.addcmul(k12_next, pi_minus, ntk, value=sw2 / (2 * math.pi))
-    a, b = sw2 / 2, sb2
-    k11_next, k22_next = a * k11 + b, a * k22 + b
-    root = k11_next.sqrt() * k22_next.sqrt()  # sqrt(AB), outer product
-    inner = omc.mul(math.pi).sub_(sin.sub_(theta.mul_(cos)))  # pi - J >= 0
-    omc_next = torch.mul(p, inner).mul_(sw2 / (2 * math.pi))
-    if b > 0:
-        omc_next += (s1 - s2).square_().mul_(a * b).div_(root + (a * p + b))
-    omc_next = omc_next.div_(root.clamp_(min=1e-300)).clamp_(0.0, 2.0)
-    return k11_next, k22_next, k12_next, omc_next, ntk_next
-
-
-def _erf_layer(k11, k22, k12, ntk, sw2, sb2):
-    """One erf layer of the recursion (Williams 1997)::
-
-        k12' = sw2 (2/pi) arcsin(2 k12 / sqrt((1 + 2 k11)(1 + 2 k22))) + sb2
-        ntk' = k12' + sw2 (4/pi) ntk / sqrt((1 + 2 k11)(1 + 2 k22) - 4 k12^2)
-
-    with the determinant written as ``1 + 2(k11 + k22) + 4 (k11 k22 - k12^2)``, visibly >= 1.
-    """
-    r1, r2 = (1 + 2 * k11).rsqrt(), (1 + 2 * k22).rsqrt()
-    arg = ((2 * r1) * r2).mul_(k12).clamp_(-1.0, 1.0)
-    k12_next = arg.asin_().mul_(sw2 * 2 / math.pi).add_(sb2)
-    det = (k11 * k22).sub_(k12.square()).clamp_(min=0).mul_(4).add_(1 + 2 * k11).add_(2 * k22)
-    ntk_next = torch.addcmul(k12_next, det.rsqrt_(), ntk, value=sw2 * 4 / math.pi)
-
-    def diag(k):
-        return sw2 * (2 / math.pi) * torch.asin(2 * k / (1 + 2 * k)) + sb2
-
-    return diag(k11), diag(k22), k12_next, ntk_next
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,7 +50,8 @@ def empirical_ntk(
 
     ``J(x)`` is the Jacobian of the outputs with respect to the trainable parameters, so
     for :class:`~ntk_lib.models.MLP` in the NTK parametrization this converges to
-    :func:`nngp_ntk`'s ``ntk`` as the width grows (Jacot et al. 2018), times ``I_K`` for
+    :func:`~ntk_lib.infinite_width.nngp_ntk`'s ``ntk`` as the width grows (Jacot et al. 2018),
+    times ``I_K`` for
     ``K`` outputs (the outputs become independent).
 
     Shapes. A model with one scalar output per input (output ``(N,)`` or ``(N, 1)``) gives
@@ -265,33 +95,30 @@ def empirical_ntk(
     """
     _checks.choice("method", method, EMPIRICAL_METHODS)
     _checks.choice("outputs", outputs, OUTPUT_KINDS)
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    ref = _checks.trainable("model", model)[0]
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True): its NTK is zero")
-    mixing = [type(m).__name__ for m in model.modules() if m.training and isinstance(m, _BATCH_MIXING)]
-    if mixing:
-        raise ValueError(
-            f"model has {', '.join(sorted(set(mixing)))} in training mode, whose outputs depend on the "
-            "batch (or on chance): call model.eval() before empirical_ntk"
-        )
-    ref = next(iter(params.values()))
+    _checks.deterministic("model", model)
     if any(not torch.isfinite(p).all() for p in params.values()):
         raise ValueError("model has NaN or infinite parameters: its NTK is undefined")
-    x1 = _batch("x1", x1, ref)
-    x2 = None if x2 is None else _batch("x2", x2, ref)
+    x1 = _checks.points("x1", x1, like=ref)
+    x2 = None if x2 is None else _checks.points("x2", x2, like=ref)
     if x2 is not None and x2.shape[1:] != x1.shape[1:]:
-        raise ValueError(f"x2 must have the same per-point shape as x1 {tuple(x1.shape[1:])}; got {tuple(x2.shape)}")
+        raise ValueError(
+            f"x2 must have the same per-point shape as x1 {tuple(x1.shape[1:])}; got"
+            f" {tuple(x2.shape)}"
+        )
     k = _outputs_per_input(model, x1)
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     mean = outputs == "mean" or k == 1
     _check_fits(n1, n2, 1 if mean else k, ref, x2 is None)
+    _checks.batch_independent("model", model, x1)
     if method == "auto":
         method = _auto_method(model, params, n1, n2, k, mean, x2 is None)
     if method == "structured":
         if not isinstance(model, MLP):
-            raise ValueError(f"method='structured' needs an ntk_lib.models.MLP; got {type(model).__name__}")
+            raise ValueError(
+                f"method='structured' needs an ntk_lib.models.MLP; got {type(model).__name__}"
+            )
         ntk = _structured_ntk(model, x1, x2, k, mean)
     else:
         buffers = {name: v.detach() for name, v in model.named_buffers()}
@@ -313,7 +140,8 @@ def empirical_nngp(model: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None)
     ``K(x, x') = m_w^2 phi(h^L(x)) . phi(h^L(x')) + m_b^2`` with the readout's multipliers
     (``sigma_w^2 / n`` and ``sigma_b^2`` in the NTK parametrization): the covariance of the
     output over the readout's random weights given the features, which tends to
-    :func:`nngp_ntk`'s ``nngp`` as the width grows (Lee et al. 2018). It is also the
+    :func:`~ntk_lib.infinite_width.nngp_ntk`'s ``nngp`` as the width grows (Lee et al. 2018). It is
+    also the
     readout layer's share of the empirical NTK, and how much it moves in training measures
     feature learning.
     """
@@ -321,75 +149,59 @@ def empirical_nngp(model: MLP, x1: torch.Tensor, x2: torch.Tensor | None = None)
         raise TypeError(f"model must be an ntk_lib.models.MLP; got {type(model).__name__}")
     readout = model.layers[-1]
     with torch.no_grad():
-        a1 = model.forward_cache(_batch("x1", x1, readout.weight))[0][-1]
-        a2 = a1 if x2 is None else model.forward_cache(_batch("x2", x2, readout.weight))[0][-1]
+        a1 = model.forward_cache(_checks.points("x1", x1, like=readout.weight))[0][-1]
+        a2 = (
+            a1
+            if x2 is None
+            else model.forward_cache(_checks.points("x2", x2, like=readout.weight))[0][-1]
+        )
         gram = readout.scale.weight_mult**2 * (a1 @ a2.T)
         return gram + readout.scale.bias_mult**2 if readout.bias is not None else gram
 
 
-def _batch(name: str, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"{name} must be a tensor or array of numbers; got {type(x).__name__}") from err
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"{name} must be a batch of inputs with at least one point; got shape {tuple(x.shape)}")
-    if x.is_complex():
-        raise TypeError(f"{name} must hold real numbers; got dtype {x.dtype}")
-    x = x.to(device=ref.device, dtype=ref.dtype)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite entries")
-    return x
-
-
 def _outputs_per_input(model: torch.nn.Module, x: torch.Tensor) -> int:
     """The number ``K`` of outputs per input, from one forward pass on the whole of ``x``."""
-    with torch.no_grad():
-        out = model(x)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(f"model cannot be applied to x1 of shape {tuple(x.shape)}: {err}") from err
     if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
-            f"model must return one row of outputs per input: x1 of shape {tuple(x.shape)} gave {shape}"
+            f"model must return one row of outputs per input: x1 of shape {tuple(x.shape)} gave"
+            f" {shape}"
         )
     return math.prod(out.shape[1:])
 
 
-def _memory_bytes(device: torch.device) -> int:
-    """Physical memory of ``device`` in bytes (the CPU's RAM or the GPU's memory)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 16 * 2**30
-
-
 def _check_fits(n1: int, n2: int, k: int, ref: torch.Tensor, symmetric: bool) -> None:
-    """Refuse a kernel of ``n1 n2 k^2`` entries larger than a quarter of the device's memory.
+    """Refuse a kernel of ``n1 n2 k^2`` entries if four arrays of its size do not fit in free
+    memory.
 
     Computing it holds up to four arrays of its size (the result, a block product, the
     transposed half and the symmetrised copy), so larger requests would end in the allocator
     failing or the operating system killing the process.
     """
     entries = n1 * n2 * k * k
-    size = entries * ref.element_size()
-    memory = _memory_bytes(ref.device)
-    if 4 * size > memory:
-        what = f"N1={n1} points of x1" + (" (x2=None)" if symmetric else f", N2={n2} points of x2")
-        hint = "outputs='mean' (K^2 times smaller) or " if k > 1 else ""
-        raise ValueError(
-            f"empirical_ntk cannot fit: {what} and K={k} outputs give a kernel of N1*N2*K^2 = "
-            f"{entries:.3g} entries ({size / 2**30:.3g} GiB in {ref.dtype}, up to four times that "
-            f"while it is computed), more than a quarter of the {memory / 2**30:.3g} GiB of "
-            f"{ref.device}; ask for {hint}fewer points"
-        )
+    what = f"N1={n1} points of x1" + (" (x2=None)" if symmetric else f", N2={n2} points of x2")
+    hint = " or ask for outputs='mean' (K^2 times smaller)" if k > 1 else ""
+    _checks.fits(
+        "x1",
+        what,
+        4 * entries * ref.element_size(),
+        f"a kernel of N1*N2*K^2 = {entries:.3g} entries with K={k} outputs (four arrays of "
+        f"its size while it is computed)",
+        ref.device,
+        hint,
+    )
 
 
 def _auto_method(
     model: torch.nn.Module, params: dict, n1: int, n2: int, k: int, mean: bool, symmetric: bool
 ) -> str:
-    """``"structured"`` for an MLP, else the cheaper of ``"jacobian"`` and ``"ntvp"`` in operations."""
+    """``"structured"`` for an MLP, else the cheaper of ``"jacobian"`` and ``"ntvp"`` in
+    operations."""
     if isinstance(model, MLP):
         return "structured"
     n_params = sum(p.numel() for p in params.values())
@@ -407,8 +219,11 @@ def _auto_method(
     return "jacobian" if build + contract <= ntvp else "ntvp"
 
 
-def _tiled(features, block, x1: torch.Tensor, x2: torch.Tensor | None, chunk: int, k: int, mean: bool):
-    """Assemble the kernel from blocks of at most ``chunk`` points: ``block(features(a), features(b))``.
+def _tiled(
+    features, block, x1: torch.Tensor, x2: torch.Tensor | None, chunk: int, k: int, mean: bool
+):
+    """Assemble the kernel from blocks of at most ``chunk`` points: ``block(features(a),
+    features(b))``.
 
     ``features`` maps a batch of points to what the method keeps per point (Jacobians,
     backward signals); ``block`` contracts two of them into a ``(na, nb)`` or
@@ -449,14 +264,20 @@ def _tiled(features, block, x1: torch.Tensor, x2: torch.Tensor | None, chunk: in
     return out
 
 
-def _structured_ntk(model: MLP, x1: torch.Tensor, x2: torch.Tensor | None, k: int, mean: bool) -> torch.Tensor:
+def _structured_ntk(
+    model: MLP, x1: torch.Tensor, x2: torch.Tensor | None, k: int, mean: bool
+) -> torch.Tensor:
     per_point = k * sum(model.widths) + sum(layer.fan_in for layer in model.layers)
     chunk = max(1, _FEATURE_MEMORY // (2 * per_point * x1.element_size()))
     with torch.no_grad():
         return _tiled(
             lambda x: _signals(model, x, k),
             lambda fa, fb: _structured_block(model, fa, fb, k, mean),
-            x1, x2, chunk, k, mean,
+            x1,
+            x2,
+            chunk,
+            k,
+            mean,
         )
 
 
@@ -465,7 +286,7 @@ def _structured_block(model: MLP, fa, fb, k: int, mean: bool) -> torch.Tensor:
     (a1, d1), (a2, d2) = fa, fb
     n1, n2 = a1[0].shape[0], a2[0].shape[0]
     out = a1[0].new_zeros((n1, n2) if mean else (n1, k, n2, k))  # full: permuted at the end
-    for layer, x_1, x_2, g_1, g_2 in zip(model.layers, a1, a2, d1, d2):
+    for layer, x_1, x_2, g_1, g_2 in zip(model.layers, a1, a2, d1, d2, strict=False):
         inner = a1[0].new_zeros(n1, n2)
         if layer.weight.requires_grad:
             inner.addmm_(x_1, x_2.T, alpha=layer.scale.weight_mult**2)
@@ -485,8 +306,11 @@ def _structured_block(model: MLP, fa, fb, k: int, mean: bool) -> torch.Tensor:
     return out if mean else out.permute(0, 2, 1, 3)
 
 
-def _signals(model: MLP, x: torch.Tensor, k: int) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """Layer inputs ``a_{l-1}`` (N, fan_in) and backward signals ``delta_l^k = df_k/dh^l`` (N, K, width).
+def _signals(
+    model: MLP, x: torch.Tensor, k: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Layer inputs ``a_{l-1}`` (N, fan_in) and backward signals ``delta_l^k = df_k/dh^l`` (N, K,
+    width).
 
     The readout's entry is ``None`` (its signal is ``e_k``). Below it the signal of output
     ``k`` starts from the readout's row ``m_w w_k`` and is propagated by
@@ -495,7 +319,7 @@ def _signals(model: MLP, x: torch.Tensor, k: int) -> tuple[list[torch.Tensor], l
     inputs, pre = model.forward_cache(x)
     deltas: list[torch.Tensor | None] = [None]
     delta = None
-    for l in range(model.depth, 0, -1):  # hidden layers, top down
+    for l in range(model.depth, 0, -1):  # hidden layers, top down  # noqa: E741 (the paper's layer index)
         upper = model.layers[l]
         if delta is None:  # below the readout: m_w w_k for every input
             delta = (upper.scale.weight_mult * upper.weight).reshape(1, k, -1)
@@ -507,11 +331,14 @@ def _signals(model: MLP, x: torch.Tensor, k: int) -> tuple[list[torch.Tensor], l
 
 
 def _jacobian_chunk(k: int, n_params: int, itemsize: int) -> int:
-    """Points per block such that two blocks of Jacobians (``K P`` entries a point) fit in memory."""
+    """Points per block such that two blocks of Jacobians (``K P`` entries a point) fit in
+    memory."""
     return max(1, _FEATURE_MEMORY // (2 * k * n_params * itemsize))
 
 
-def _jacobian_ntk(f, params: dict, x1: torch.Tensor, x2: torch.Tensor | None, k: int, mean: bool) -> torch.Tensor:
+def _jacobian_ntk(
+    f, params: dict, x1: torch.Tensor, x2: torch.Tensor | None, k: int, mean: bool
+) -> torch.Tensor:
     def f_single(p: dict, x: torch.Tensor) -> torch.Tensor:  # the K outputs of one input
         return f(p, x.unsqueeze(0))
 
@@ -524,8 +351,13 @@ def _jacobian_ntk(f, params: dict, x1: torch.Tensor, x2: torch.Tensor | None, k:
     def block(ja: list[torch.Tensor], jb: list[torch.Tensor]) -> torch.Tensor:
         na, nb = ja[0].shape[0], jb[0].shape[0]
         if mean:  # sum_k J_k(a) . J_k(b) is one product over (K, p)
-            return sum(a.reshape(na, -1) @ b.reshape(nb, -1).T for a, b in zip(ja, jb)) / k
-        g = sum(a.reshape(na * k, -1) @ b.reshape(nb * k, -1).T for a, b in zip(ja, jb))
+            return (
+                sum(a.reshape(na, -1) @ b.reshape(nb, -1).T for a, b in zip(ja, jb, strict=False))
+                / k
+            )
+        g = sum(
+            a.reshape(na * k, -1) @ b.reshape(nb * k, -1).T for a, b in zip(ja, jb, strict=False)
+        )
         return g.view(na, k, nb, k).permute(0, 2, 1, 3)
 
     n_params = sum(p.numel() for p in params.values())
@@ -533,8 +365,11 @@ def _jacobian_ntk(f, params: dict, x1: torch.Tensor, x2: torch.Tensor | None, k:
     return _tiled(features, block, x1, x2, chunk, k, mean)
 
 
-def _ntvp_ntk(f, params: dict, x1: torch.Tensor, x2: torch.Tensor | None, k: int, mean: bool) -> torch.Tensor:
-    """Column ``(b, l)`` of the kernel is ``J(x1) (J_l(x_b)^T)``: a VJP at one point, a JVP on ``x1``."""
+def _ntvp_ntk(
+    f, params: dict, x1: torch.Tensor, x2: torch.Tensor | None, k: int, mean: bool
+) -> torch.Tensor:
+    """Column ``(b, l)`` of the kernel is ``J(x1) (J_l(x_b)^T)``: a VJP at one point, a JVP on
+    ``x1``."""
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
     n1, n2 = x1.shape[0], x2.shape[0]

@@ -35,10 +35,19 @@ import torch
 from . import _checks
 from .device import generator
 from .dynamics import TrainHistory, train_gd
-from .families import SEEDS, Factory, Family, build, check_family, check_seeds, check_widths, like_model
+from .families import (
+    SEEDS,
+    Factory,
+    Family,
+    build,
+    check_family,
+    check_seeds,
+    check_widths,
+    like_model,
+)
+from .measure import loglog_slope, power_iteration, relative_change, ridge_predict
 from .models import MLP
 from .parametrizations import ABC
-from .plotting import loglog_slope
 
 KINDS: tuple[str, ...] = ("feature", "ntk")
 """What :meth:`Sweep.slopes` can fit: the relative change of the features or of the NTK."""
@@ -73,29 +82,6 @@ def hidden_features(model: MLP, x: torch.Tensor) -> torch.Tensor:
         return model.forward_cache(x)[0][-1].detach().clone()
 
 
-def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
-    """Return ``||after - before||_F / ||before||_F`` (e.g. of the features on the training inputs).
-
-    Lesson 05 measures lazy training with it: of order ``n^{-1/2}`` for ``q = 1/2``,
-    of order one for ``q = 1`` (Chizat et al. 2019; Yang & Hu 2021).
-    """
-    if not isinstance(before, torch.Tensor) or not isinstance(after, torch.Tensor):
-        raise TypeError(
-            "before and after must be torch tensors; "
-            f"got {type(before).__name__}, {type(after).__name__}"
-        )
-    if before.shape != after.shape:
-        raise ValueError(
-            "before and after must have the same shape; "
-            f"got {tuple(before.shape)} and {tuple(after.shape)}"
-        )
-    b, a = before.detach().to(torch.float64), after.detach().to(torch.float64)
-    norm = b.norm()
-    if not torch.isfinite(norm) or norm == 0:
-        raise ValueError(f"before must be finite with a non-zero norm; got norm {float(norm)}")
-    return float((a - b).norm() / norm)
-
-
 def kappa_ratio(
     model: torch.nn.Module, x: torch.Tensor, *, iters: int = 100, seed: int = 0
 ) -> float:
@@ -108,11 +94,10 @@ def kappa_ratio(
     ``kappa`` of order ``n^{q-1}`` (Pleiss, lecture 11). Lesson 05.
     """
     iters = _checks.positive_int("iters", iters)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters")
+    params = _checks.trainable("model", model)
+    _checks.deterministic("model", model)
     ref = params[0]
-    x = torch.as_tensor(x, dtype=ref.dtype, device=ref.device)
+    x = _checks.points("x", x, like=ref)
     x = x.reshape(1, -1) if x.ndim == 1 else x
     if x.ndim != 2 or x.shape[0] != 1:
         raise ValueError(
@@ -126,22 +111,38 @@ def kappa_ratio(
     if grad_sq == 0:
         raise ValueError("the gradient of f at x is zero: kappa is undefined")
     # parameters whose gradient is constant (e.g. the readout bias) have zero Hessian rows
-    live = [(g, p) for g, p in zip(grads, params) if g.requires_grad]
-    gen = torch.Generator().manual_seed(_checks.nonnegative_int("seed", seed))
-    vec = [
-        torch.randn(p.shape, generator=gen, dtype=torch.float64).to(ref.device, p.dtype)
-        for _, p in live
-    ]
-    norm = 0.0
-    for _ in range(iters):
-        scale = math.sqrt(float(sum(v.pow(2).sum() for v in vec)))
-        if scale == 0:
-            return 0.0
-        vec = [v / scale for v in vec]
-        hv = torch.autograd.grad([g for g, _ in live], [p for _, p in live], grad_outputs=vec,
-                                 retain_graph=True, allow_unused=True)
-        vec = [torch.zeros_like(p) if h is None else h.detach() for h, (_, p) in zip(hv, live)]
-        norm = math.sqrt(float(sum(v.pow(2).sum() for v in vec)))
+    live = [(g, p) for g, p in zip(grads, params, strict=False) if g.requires_grad]
+    shapes = [p.shape for _, p in live]
+    sizes = [p.numel() for _, p in live]
+
+    def hessian_times(v: torch.Tensor) -> torch.Tensor:
+        chunks = zip(v.split(sizes), shapes, live, strict=True)
+        pieces = [c.reshape(s).to(p.dtype) for c, s, (_, p) in chunks]
+        hv = torch.autograd.grad(
+            [g for g, _ in live],
+            [p for _, p in live],
+            grad_outputs=pieces,
+            retain_graph=True,
+            allow_unused=True,
+        )
+        return torch.cat(
+            [
+                torch.zeros(s, dtype=v.dtype, device=v.device)
+                if h is None
+                else h.detach().reshape(-1).to(v.dtype)
+                for h, s in zip(hv, sizes, strict=False)
+            ]
+        )
+
+    gen = generator(_checks.nonnegative_int("seed", seed))
+    start = torch.cat(
+        [torch.randn(s, generator=gen, dtype=torch.float64).reshape(-1) for s in shapes]
+    )
+    norm = float(
+        power_iteration(
+            hessian_times, start.to(ref.device, ref.dtype), iters=iters, estimate="norm"
+        )
+    )
     return norm / grad_sq
 
 
@@ -149,7 +150,8 @@ def kappa_ratio(
 class ScaledRun:
     """One training run of :func:`train_scaled`.
 
-    ``feature_change`` is :func:`relative_change` of the hidden features on the training
+    ``feature_change`` is :func:`~ntk_lib.measure.relative_change` of the hidden features on the
+    training
     inputs between initialisation and the end; ``ntk_change`` the same for the empirical
     NTK (``nan`` if it was not recorded); ``model`` is the trained network and
     ``history`` what :func:`~ntk_lib.dynamics.train_gd` recorded.
@@ -190,8 +192,18 @@ def scaled_mlp(
     same raw weights, the output ``f_q = n^{1/2-q} f_{1/2}`` and the same
     learning-rate-weighted tangent kernel ``eta n^{2q-1} Theta_q``.
     """
-    model = MLP(d_in, width, 1, activation=activation, sigma_w=sigma_w, sigma_b=sigma_b,
-                parametrization=output_scaling(q), seed=seed, device=device, dtype=dtype)
+    model = MLP(
+        d_in,
+        width,
+        1,
+        activation=activation,
+        sigma_w=sigma_w,
+        sigma_b=sigma_b,
+        parametrization=output_scaling(q),
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
     if model.layers[-1].bias is not None:  # None when sigma_b = 0 leaves it out
         with torch.no_grad():
             model.layers[-1].bias.zero_()
@@ -241,8 +253,17 @@ def train_scaled(
     return _train_run(model, x, y, float(q), seed, lr=lr, steps=steps, record_ntk=record_ntk)
 
 
-def _train_run(model: MLP, x: torch.Tensor, y: torch.Tensor, q: float, seed: int, *, lr: float,
-               steps: int, record_ntk: bool) -> ScaledRun:
+def _train_run(
+    model: MLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    q: float,
+    seed: int,
+    *,
+    lr: float,
+    steps: int,
+    record_ntk: bool,
+) -> ScaledRun:
     """Train ``model`` (one member of the family of ``q``) and measure what moved."""
     x, y = like_model(model, x=x, y=torch.as_tensor(y))
     before = hidden_features(model, x)
@@ -323,8 +344,10 @@ def sweep(
     widths = check_family(f"families[{qs[0]}]", families[qs[0]])
     for q in qs[1:]:
         if check_family(f"families[{q}]", families[q]) != widths:
-            raise ValueError(f"families must share one list of widths; families[{q}] has "
-                             f"{list(families[q])}, families[{qs[0]}] has {list(widths)}")
+            raise ValueError(
+                f"families must share one list of widths; families[{q}] has "
+                f"{list(families[q])}, families[{qs[0]}] has {list(widths)}"
+            )
     seeds = check_seeds(seeds)
     x = _checks.matrix("x", x)
     shape = (len(qs), len(widths), len(seeds))
@@ -361,8 +384,9 @@ def linear_probe(
     features learned on one task, probed on another.
     """
     phi = _checks.matrix("features_train", features_train, dtype=torch.float64)
-    phi_t = _checks.matrix("features_test", features_test, cols=phi.shape[1],
-                           dtype=torch.float64, device=phi.device)
+    phi_t = _checks.matrix(
+        "features_test", features_test, cols=phi.shape[1], dtype=torch.float64, device=phi.device
+    )
     y = _checks.vector("y_train", y_train, dtype=torch.float64, device=phi.device)
     y_t = _checks.vector("y_test", y_test, dtype=torch.float64, device=phi.device)
     if y.shape[0] != phi.shape[0] or y_t.shape[0] != phi_t.shape[0]:
@@ -376,13 +400,7 @@ def linear_probe(
             f"got {y_t.shape[0]}"
         )
     ridge = _checks.real("ridge", ridge, positive=True)
-    mean = phi.mean(dim=0)
-    phi, phi_t = phi - mean, phi_t - mean
-    gram = phi @ phi.T
-    lam = ridge * gram.diagonal().mean().clamp(min=torch.finfo(torch.float64).tiny)
-    eye = torch.eye(len(y), dtype=gram.dtype, device=gram.device)
-    coef = torch.linalg.solve(gram + lam * eye, y - y.mean())
-    pred = y.mean() + phi_t @ (phi.T @ coef)
+    pred = ridge_predict(phi, y, phi_t, ridge, centre=True)
     return float(((pred - y_t) ** 2).mean() / y_t.var())
 
 

@@ -1,4 +1,5 @@
-"""Taylor models of a network in its parameters: the linearised network and its second-order correction.
+"""Taylor models of a network in its parameters: the linearised network and its second-order
+correction.
 
 Around parameters ``theta_0`` (Lee et al. 2019)::
 
@@ -27,7 +28,8 @@ from . import _checks
 
 
 class TaylorModel(nn.Module):
-    """The first- or second-order Taylor expansion of ``model`` in its parameters around ``theta_0``.
+    """The first- or second-order Taylor expansion of ``model`` in its parameters around
+    ``theta_0``.
 
     ``forward(x)`` returns ``f(x; theta_0) + J delta`` (``order=1``) or
     ``f(x; theta_0) + J delta + 1/2 delta^T H delta`` (``order=2``) with ``delta = theta -
@@ -53,7 +55,9 @@ class TaylorModel(nn.Module):
         params = dict(model.named_parameters())
         for i, name in enumerate(self._names):
             self.register_buffer(f"theta0_{i}", params[name].detach().clone())
-        self.theta = nn.ParameterList(nn.Parameter(params[name].detach().clone()) for name in self._names)
+        self.theta = nn.ParameterList(
+            nn.Parameter(params[name].detach().clone()) for name in self._names
+        )
         self._cache: tuple | None = None
 
     @property
@@ -64,7 +68,7 @@ class TaylorModel(nn.Module):
     def delta(self) -> dict[str, torch.Tensor]:
         """Return ``theta - theta_0`` keyed by parameter name."""
         theta0 = self.theta0
-        return {name: p - theta0[name] for name, p in zip(self._names, self.theta)}
+        return {name: p - theta0[name] for name, p in zip(self._names, self.theta, strict=False)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.order == 1 and not _under_transform(x, *self.theta):
@@ -81,10 +85,22 @@ class TaylorModel(nn.Module):
         return f0 + jd + 0.5 * hdd
 
     def _at_theta0(self, x: torch.Tensor, need_vjp: bool):
-        """``(f(x; theta_0), vjp_fn)`` for ``x``, cached for the last ``x`` seen (full-batch training
+        """``(f(x; theta_0), vjp_fn)`` for ``x``, cached for the last ``x`` seen (full-batch
+        training
         evaluates the same ``x`` every step, so the forward pass at ``theta_0`` is done once)."""
-        key = (x.data_ptr(), x._version, x.shape, x.dtype, x.device, tuple(t.data_ptr() for t in self.theta0.values()))
-        if self._cache is not None and self._cache[0] == key and (self._cache[2] is not None or not need_vjp):
+        key = (
+            x.data_ptr(),
+            x._version,
+            x.shape,
+            x.dtype,
+            x.device,
+            tuple(t.data_ptr() for t in self.theta0.values()),
+        )
+        if (
+            self._cache is not None
+            and self._cache[0] == key
+            and (self._cache[2] is not None or not need_vjp)
+        ):
             return self._cache[1], self._cache[2]
 
         def f(params):
@@ -115,7 +131,7 @@ class _FirstOrder(torch.autograd.Function):
         need_vjp = any(ctx.needs_input_grad[2:])
         f0, vjp_fn = taylor._at_theta0(x, need_vjp)
         theta0 = taylor.theta0
-        delta = {name: p - theta0[name] for name, p in zip(taylor._names, theta)}
+        delta = {name: p - theta0[name] for name, p in zip(taylor._names, theta, strict=False)}
         _, jd = jvp(lambda p: functional_call(taylor.net, p, (x,)), (theta0,), (delta,))
         ctx.vjp_fn, ctx.names = vjp_fn, taylor._names
         return f0 + jd
@@ -127,5 +143,6 @@ class _FirstOrder(torch.autograd.Function):
 
 
 def linearize(model: nn.Module, order: int = 1) -> TaylorModel:
-    """Return the Taylor model of ``model`` of the given ``order`` (1: linearised) around its current parameters."""
+    """Return the Taylor model of ``model`` of the given ``order`` (1: linearised) around its
+    current parameters."""
     return TaylorModel(model, order=_checks.positive_int("order", order))

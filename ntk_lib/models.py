@@ -11,7 +11,7 @@ and ``b ~ N(0, s_b^2)``: the *multipliers* ``m`` live in the forward pass and th
 Both give the same function at initialisation (same NNGP). They differ in what gradient
 descent sees: in the NTK parametrization (Jacot et al. 2018) the trained parameters are
 the raw ``N(0, 1)`` tensors, so the empirical NTK has the finite infinite-width limit of
-:func:`ntk_lib.kernels.nngp_ntk`; in the standard one it grows with the width.
+:func:`ntk_lib.infinite_width.nngp_ntk`; in the standard one it grows with the width.
 Both are rows of the general abc-parametrizations (Yang & Hu 2021) of
 :mod:`ntk_lib.parametrizations`, which :class:`MLP` accepts too: by name (``"mup"``,
 ``"mf"``, ``"sp_lr"``, ...) or as an :class:`~ntk_lib.parametrizations.ABC`.
@@ -29,6 +29,7 @@ from torch import nn
 from . import _checks, activations
 from .device import generator, resolve
 from .parametrizations import ABC, LayerScale, layer_scales
+
 
 class Dense(nn.Module):
     """``h = weight_mult * a W^T + bias_mult * b`` with trained ``W`` (out, in) and ``b`` (out,)."""
@@ -70,10 +71,13 @@ class Dense(nn.Module):
                 zero = a.new_zeros(())
                 return torch.addmm(zero, a, self.weight.T, beta=0.0, alpha=self.scale.weight_mult)
             return torch.mm(a, self.weight.T).mul_(self.scale.weight_mult)
-        return torch.addmm(self.bias, a, self.weight.T, beta=self.scale.bias_mult, alpha=self.scale.weight_mult)
+        return torch.addmm(
+            self.bias, a, self.weight.T, beta=self.scale.bias_mult, alpha=self.scale.weight_mult
+        )
 
     def extra_repr(self) -> str:
-        return f"fan_in={self.fan_in}, fan_out={self.fan_out}, bias={self.bias is not None}, {self.scale}"
+        bias = self.bias is not None
+        return f"fan_in={self.fan_in}, fan_out={self.fan_out}, bias={bias}, {self.scale}"
 
 
 class MLP(nn.Module):
@@ -82,7 +86,7 @@ class MLP(nn.Module):
     ``f(x) = h^{L+1}``, ``h^{l+1} = m_w^{l+1} W^{l+1} phi(h^l) + m_b^{l+1} b^{l+1}``,
     ``h^1 = m_w^1 W^1 x + m_b^1 b^1``, with the multipliers of ``parametrization`` (see
     the module docstring). With ``parametrization="ntk"`` this is exactly the network
-    whose NNGP and NTK :func:`ntk_lib.kernels.nngp_ntk` computes (Jacot et al. 2018;
+    whose NNGP and NTK :func:`ntk_lib.infinite_width.nngp_ntk` computes (Jacot et al. 2018;
     Lee et al. 2019).
 
     Args:
@@ -145,24 +149,45 @@ class MLP(nn.Module):
         self.parametrization = parametrization
         device, dtype = resolve(device, dtype)
         sizes = [self.d_in, *self.widths, self.d_out]
+        weights = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
+        # the parameters, plus the float64 draw of the largest layer on the CPU
+        _checks.fits("width", width, sum(weights) * dtype.itemsize, "the weights", device)
+        _checks.fits("width", width, max(weights) * 8, "drawing the largest layer", "cpu")
         scales = layer_scales(
-            parametrization, sizes[:-1], sizes[1:], self.sigma_w, self.sigma_b, base_width=base_width
+            parametrization,
+            sizes[:-1],
+            sizes[1:],
+            self.sigma_w,
+            self.sigma_b,
+            base_width=base_width,
         )
         if bias is not None and not isinstance(bias, bool):
             raise TypeError(f"bias must be True, False or None (automatic); got {bias!r}")
         gen = generator(seed)
         self.layers = nn.ModuleList(
             Dense(
-                n_in, n_out, s, bias=s.bias_mult != 0 if bias is None else bias,
-                draw_bias=bias is not False, gen=gen, device=device, dtype=dtype,
+                n_in,
+                n_out,
+                s,
+                bias=s.bias_mult != 0 if bias is None else bias,
+                draw_bias=bias is not False,
+                gen=gen,
+                device=device,
+                dtype=dtype,
             )
-            for n_in, n_out, s in zip(sizes[:-1], sizes[1:], scales)
+            for n_in, n_out, s in zip(sizes[:-1], sizes[1:], scales, strict=False)
         )
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.d_in:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (N, d_in={self.d_in}); got {shape}")
+        ref = self.layers[0].weight
+        if x.dtype != ref.dtype or x.device != ref.device:
+            raise ValueError(
+                f"x must be {ref.dtype} on {ref.device} like the network's weights; got {x.dtype} "
+                f"on {x.device}: convert it with x.to(...)"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -173,7 +198,8 @@ class MLP(nn.Module):
         return out.squeeze(-1) if self.d_out == 1 else out
 
     def forward_cache(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Return the layer inputs ``[x, phi(h^1), ..., phi(h^L)]`` and pre-activations ``[h^1, ..., h^{L+1}]``."""
+        """Return the layer inputs ``[x, phi(h^1), ..., phi(h^L)]`` and pre-activations ``[h^1,
+        ..., h^{L+1}]``."""
         self._check_input(x)
         inputs, pre = [x], []
         for i, layer in enumerate(self.layers):
@@ -183,16 +209,20 @@ class MLP(nn.Module):
         return inputs, pre
 
     def param_groups(self, lr: float) -> list[dict]:
-        """Return optimizer parameter groups, one per layer, with learning rate ``lr * lr_scale``."""
+        """Return optimizer parameter groups, one per layer, with learning rate ``lr *
+        lr_scale``."""
         lr = _checks.real("lr", lr, positive=True)
         return [
-            {"params": list(layer.parameters()), "lr": lr * layer.scale.lr_scale} for layer in self.layers
+            {"params": list(layer.parameters()), "lr": lr * layer.scale.lr_scale}
+            for layer in self.layers
         ]
 
 
 def _widths(width: int | Sequence[int], depth: int) -> list[int]:
     if isinstance(width, Sequence) and not isinstance(width, str):
         if len(width) != depth:
-            raise ValueError(f"width must be an int or a sequence of depth={depth} ints; got {list(width)}")
+            raise ValueError(
+                f"width must be an int or a sequence of depth={depth} ints; got {list(width)}"
+            )
         return [_checks.positive_int(f"width[{i}]", w) for i, w in enumerate(width)]
     return [_checks.positive_int("width", width)] * depth

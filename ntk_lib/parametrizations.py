@@ -11,7 +11,8 @@ With
 
 .. math::
 
-   r = \\min(a_{L+1} + b_{L+1},\\; 2a_{L+1} + c) + c - 1 + \\min_{l=1}^{L}\\,[2a_l + \\mathbb{1}(l = 1)]
+   r = \\min(a_{L+1} + b_{L+1},\\; 2a_{L+1} + c) + c - 1 + \\min_{l=1}^{L}\\,[2a_l + \\mathbb{1}(l
+   = 1)]
 
 (Definition 3.2 of the paper; ``Delta x^L = Theta(n^{-r})`` after a step), the paper's
 Theorems 3.3 and 3.6-3.8 say: the parametrization is **stable** iff
@@ -68,7 +69,9 @@ class ABC:
     def __post_init__(self) -> None:
         a, b = _exponents("a", self.a), _exponents("b", self.b)
         if len(a) < 1:
-            raise ValueError("a must have L+1 >= 1 entries (hidden layers 1..L, then the readout); got none")
+            raise ValueError(
+                "a must have L+1 >= 1 entries (hidden layers 1..L, then the readout); got none"
+            )
         if len(b) != len(a):
             raise ValueError(f"b must have as many entries as a (L+1 = {len(a)}); got {len(b)}")
         object.__setattr__(self, "a", a)
@@ -126,7 +129,9 @@ def preset(name: str, depth: int) -> ABC:
         return ABC((0.0,) * (depth + 1), (0.0, *[0.5] * depth), 1.0 if name == "sp_lr" else 0.0)
     if name == "mf":
         if depth != 1:
-            raise ValueError(f"the mean-field preset 'mf' is defined for depth=1 only; got depth={depth}")
+            raise ValueError(
+                f"the mean-field preset 'mf' is defined for depth=1 only; got depth={depth}"
+            )
         return ABC((0.0, 1.0), (0.0, 0.0), -1.0)
     if depth < 1:
         raise ValueError(f"the 'mup' preset needs at least one hidden layer; got depth={depth}")
@@ -142,12 +147,16 @@ def shift(abc: ABC, theta: float) -> ABC:
     """
     theta = _checks.real("theta", theta)
     return ABC(
-        tuple(x + theta for x in abc.a), tuple(x - theta for x in abc.b), abc.c - 2 * theta, abc.constants_in
+        tuple(x + theta for x in abc.a),
+        tuple(x - theta for x in abc.b),
+        abc.c - 2 * theta,
+        abc.constants_in,
     )
 
 
 def classify(abc: ABC) -> Classification:
-    """Return the stability / triviality / regime of ``abc`` under SGD (Yang & Hu 2021, Thms 3.3-3.8).
+    """Return the stability / triviality / regime of ``abc`` under SGD (Yang & Hu 2021, Thms
+    3.3-3.8).
 
     See the module docstring for ``r`` and the conditions. ``reason`` names every failed
     stability condition, or the condition that makes it trivial, or the value of ``r``.
@@ -156,26 +165,39 @@ def classify(abc: ABC) -> Classification:
         raise TypeError(f"abc must be an ntk_lib.parametrizations.ABC; got {type(abc).__name__}")
     a, b, c, L = abc.a, abc.b, abc.c, abc.depth
     if L < 1:
-        raise ValueError("classify needs at least one hidden layer (len(abc.a) >= 2); got a linear model")
+        raise ValueError(
+            "classify needs at least one hidden layer (len(abc.a) >= 2); got a linear model"
+        )
     out = a[L] + b[L]
     head = min(out, 2 * a[L] + c) + c - 1
-    r_layers = tuple(head + 2 * a[l] + (1 if l == 0 else 0) for l in range(L))
+    r_layers = tuple(head + 2 * a[l] + (1 if l == 0 else 0) for l in range(L))  # noqa: E741
     r = min(r_layers)
 
     failed = []
     if abs(a[0] + b[0]) > _TOL:
-        failed.append(f"a_1 + b_1 = {_fmt(a[0] + b[0])} != 0 (first-layer preactivations not Theta(1) at init)")
-    for l in range(1, L):
+        failed.append(
+            f"a_1 + b_1 = {_fmt(a[0] + b[0])} != 0 (first-layer preactivations not Theta(1) at"
+            f" init)"
+        )
+    for l in range(1, L):  # noqa: E741 (the paper's layer index)
         if abs(a[l] + b[l] - 0.5) > _TOL:
-            failed.append(f"a_{l + 1} + b_{l + 1} = {_fmt(a[l] + b[l])} != 1/2 (hidden preactivations not Theta(1) at init)")
+            failed.append(
+                f"a_{l + 1} + b_{l + 1} = {_fmt(a[l] + b[l])} != 1/2 (hidden preactivations not"
+                f" Theta(1) at init)"
+            )
     if out < 0.5 - _TOL:
         failed.append(f"a_{L + 1} + b_{L + 1} = {_fmt(out)} < 1/2 (output blows up at init)")
     if r < -_TOL:
         failed.append(f"r = {_fmt(r)} < 0 (features blow up during training)")
     if 2 * a[L] + c < 1 - _TOL:
-        failed.append(f"2a_{L + 1} + c = {_fmt(2 * a[L] + c)} < 1 (readout update makes the output blow up)")
+        failed.append(
+            f"2a_{L + 1} + c = {_fmt(2 * a[L] + c)} < 1 (readout update makes the output blow up)"
+        )
     if out + r < 1 - _TOL:
-        failed.append(f"a_{L + 1} + b_{L + 1} + r = {_fmt(out + r)} < 1 (feature updates make the output blow up)")
+        failed.append(
+            f"a_{L + 1} + b_{L + 1} + r = {_fmt(out + r)} < 1 (feature updates make the output"
+            f" blow up)"
+        )
     stable = not failed
     nontrivial = abs(out + r - 1) <= _TOL or abs(2 * a[L] + c - 1) <= _TOL
     if not stable:
@@ -187,10 +209,16 @@ def classify(abc: ABC) -> Classification:
             f"2a_{L + 1} + c = {_fmt(2 * a[L] + c)} > 1 (the function does not move in the limit)"
         )
     elif abs(r) <= _TOL:
-        regime, reason = "feature learning", "stable, nontrivial and r = 0: the features x^L move by Theta(1)"
+        regime, reason = (
+            "feature learning",
+            "stable, nontrivial and r = 0: the features x^L move by Theta(1)",
+        )
     else:
         regime = "kernel"
-        reason = f"stable, nontrivial and r = {_fmt(r)} > 0: features move by n^-{_fmt(r)}, kernel gradient descent"
+        reason = (
+            f"stable, nontrivial and r = {_fmt(r)} > 0: features move by n^-{_fmt(r)}, "
+            "kernel gradient descent"
+        )
     return Classification(
         r=_clean(r),
         r_layers=tuple(_clean(x) for x in r_layers),
@@ -215,8 +243,6 @@ def _fmt(x: float) -> str:
             num = round(x * q)
             return str(num) if q == 1 else f"{num}/{q}"
     return f"{x:.4g}"
-
-
 
 
 @dataclass(frozen=True)
@@ -278,7 +304,7 @@ def layer_scales(
     in_mult = abc.constants_in == "multiplier"
     last = len(fan_ins) - 1
     scales = []
-    for l, (fan_in, fan_out) in enumerate(zip(fan_ins, fan_outs)):
+    for l, (fan_in, fan_out) in enumerate(zip(fan_ins, fan_outs, strict=False)):  # noqa: E741
         n = (fan_out if l == 0 else fan_in) / base_width
         base_fan = fan_in if l == 0 else base_width
         bias_a, bias_b = (-abc.c / 2, abc.c / 2) if l == last else (abc.a[0], abc.b[0])
@@ -291,7 +317,8 @@ def layer_scales(
 
 
 def _factor(const: float, base_fan: float, n: float, exponent: float) -> float:
-    """Return ``const / sqrt(base_fan) * n^{-exponent}`` as ``const / sqrt(base_fan n^{2 exponent})``.
+    """Return ``const / sqrt(base_fan) * n^{-exponent}`` as ``const / sqrt(base_fan n^{2
+    exponent})``.
 
     One square root, so the NTK and standard layers come out bit for bit as
     ``sigma_w / sqrt(fan_in)``.

@@ -3,9 +3,10 @@
 :func:`twin` pre-renders a parameter sweep as frames switched by a slider in the browser,
 so the online book has a working control where a notebook has an ``ipywidgets`` one.
 
-NumPy appears here only at the plotting edge. The fitted log-log slope
-(:func:`loglog_slope`) is also what the tests use to check scaling laws such as
-"the empirical NTK converges to its limit like ``width^-1/2``".
+NumPy appears here only at the plotting edge. The fitted log-log slope that
+:func:`loglog_fit` draws is :func:`ntk_lib.measure.loglog_slope` (also importable from
+here); the science modules fit it there, and none of them imports this module
+(ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+
+from .measure import loglog_slope, positive_values  # noqa: F401 (loglog_slope: lessons import it here)
 
 STYLE = {
     "figure.figsize": (6.0, 4.0),
@@ -47,24 +50,6 @@ def use_style() -> None:
     mpl.rcParams.update(STYLE)
 
 
-def _array(name: str, v: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(v, torch.Tensor):
-        v = v.detach().cpu().numpy()
-    a = np.asarray(v, dtype=np.float64).reshape(-1)
-    if a.size < 2 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError(f"{name} must hold at least two finite positive numbers for a log-log fit; got {a}")
-    return a
-
-
-def loglog_slope(x: Sequence[float] | np.ndarray | torch.Tensor, y: Sequence[float] | np.ndarray | torch.Tensor) -> tuple[float, float]:
-    """Return ``(slope, prefactor)`` of the least-squares fit ``y = prefactor * x^slope`` in log-log."""
-    lx, ly = np.log(_array("x", x)), np.log(_array("y", y))
-    if lx.shape != ly.shape:
-        raise ValueError(f"x and y must have the same length; got {lx.size} and {ly.size}")
-    slope, intercept = np.polyfit(lx, ly, 1)
-    return float(slope), float(np.exp(intercept))
-
-
 def loglog_fit(
     ax: plt.Axes,
     x: Sequence[float] | np.ndarray | torch.Tensor,
@@ -79,7 +64,7 @@ def loglog_fit(
     The legend entry reads ``"<label> (slope -0.50)"``; ``yerr`` (e.g. the standard error
     over seeds) draws error bars.
     """
-    x_a, y_a = _array("x", x), _array("y", y)
+    x_a, y_a = positive_values("x", x), positive_values("y", y)
     slope, pref = loglog_slope(x_a, y_a)
     line = ax.errorbar(x_a, y_a, yerr=yerr, marker="o", linestyle="none", capsize=2, **style)
     grid = np.geomspace(x_a.min(), x_a.max(), 50)
@@ -93,7 +78,11 @@ def loglog_fit(
 def loss_curves(ax: plt.Axes, curves: dict[str, Sequence[float]], *, log: bool = True) -> None:
     """Plot named loss curves against the step, on a log scale by default."""
     for name, values in curves.items():
-        v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        v = (
+            values.detach().cpu().numpy()
+            if isinstance(values, torch.Tensor)
+            else np.asarray(values)
+        )
         ax.plot(np.arange(len(v)), v, label=name)
     if log:
         ax.set_yscale("log")
@@ -154,15 +143,19 @@ class Twin:
         return sum(len(f) for f in self.frames)
 
     def __repr__(self) -> str:
-        axes = " x ".join(f"{n} ({len(v)} values)" for n, v in zip(self.names, self.values, strict=True))
+        axes = " x ".join(
+            f"{n} ({len(v)} values)" for n, v in zip(self.names, self.values, strict=True)
+        )
         return f"<kernel-free twin: {axes}, {len(self.frames)} frames>"
 
     def _repr_html_(self) -> str:
         rows = []
-        for i, (label, vals, k) in enumerate(zip(self.labels, self.values, self.start, strict=True)):
+        for i, (label, vals, k) in enumerate(
+            zip(self.labels, self.values, self.start, strict=True)
+        ):
             rows.append(
                 f'<label style="display:block;font-family:sans-serif;font-size:0.9em">'
-                f'{html.escape(label)} '
+                f"{html.escape(label)} "
                 f'<input type="range" class="ntk-twin-slider" data-axis="{i}" '
                 f'data-label="{html.escape(label)}" min="0" '
                 f'max="{len(vals) - 1}" step="1" value="{k}" style="vertical-align:middle;'

@@ -56,14 +56,13 @@ import torch
 
 from . import _checks
 from .device import generator, resolve
-from .dynamics import DivergenceError
+from .training import DIVERGENCE_THRESHOLD, ON_DIVERGENCE, DivergenceError
 
 PARAMETRIZATIONS: tuple[str, ...] = ("mup", "ntk")
 """Accepted values of ``parametrization``."""
 
-DIVERGENCE_THRESHOLD = 1e8
-"""A run has diverged at the first step where a coefficient ``|A|, |B|, |C|, |D|``, or an
-output ``|f|`` divided by ``1 + max|y|``, exceeds this or is not finite."""
+# A run has diverged at the first step where a coefficient |A|, |B|, |C|, |D|, or an output
+# |f| divided by 1 + max|y|, exceeds DIVERGENCE_THRESHOLD (ntk_lib.training) or is not finite.
 
 
 @dataclass(frozen=True)
@@ -124,8 +123,20 @@ def _validate(x, y, lr, steps, parametrization, on_divergence, device, dtype):
     lr = _checks.real("lr", lr, positive=True)
     steps = _checks.nonnegative_int("steps", steps)
     parametrization = _checks.choice("parametrization", parametrization, PARAMETRIZATIONS)
-    _checks.choice("on_divergence", on_divergence, ("raise", "stop"))
+    _checks.choice("on_divergence", on_divergence, ON_DIVERGENCE)
     return x, y, lr, steps, parametrization, device, dtype
+
+
+def _diverged_at(
+    bad: torch.Tensor, outputs: torch.Tensor, y: torch.Tensor, on_divergence: str
+) -> int:
+    """Return the first step flagged in ``bad`` (``-1`` if none); raise there if so asked."""
+    if not bad.any():
+        return -1
+    step = int(torch.nonzero(bad)[0, 0])
+    if on_divergence == "raise":
+        raise DivergenceError(step, 0.5 * float(((outputs[step] - y) ** 2).mean()))
+    return step
 
 
 def _finish(
@@ -140,12 +151,8 @@ def _finish(
     bad = ~(coeffs.abs() <= DIVERGENCE_THRESHOLD).all(dim=1) | ~(
         outputs.abs() <= DIVERGENCE_THRESHOLD * scale
     ).all(dim=1)
-    diverged_at = -1
-    if bad.any():
-        diverged_at = int(torch.nonzero(bad)[0, 0])
-        if on_divergence == "raise":
-            loss = 0.5 * float(((outputs[diverged_at] - y) ** 2).mean())
-            raise DivergenceError(diverged_at, loss)
+    diverged_at = _diverged_at(bad, outputs, y, on_divergence)
+    if diverged_at >= 0:
         keep = slice(0, diverged_at)
         outputs, coeffs, feature = outputs[keep], coeffs[keep], feature[keep]
         movement = movement[keep] if movement is not None else None
@@ -161,7 +168,7 @@ def linear_limit(
     steps: int,
     parametrization: str = "mup",
     init_z: float = 0.0,
-    on_divergence: str = "raise",
+    on_divergence: str = ON_DIVERGENCE[0],
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> LinearLimit:
@@ -182,7 +189,7 @@ def linear_limit(
         init_z: NTK only: the limit ``Z`` of ``u_0.v_0 / sqrt(n)``, so ``f_0(xi) = Z xi``.
             The default 0 gives the mean of the (Gaussian-process) limit over initializations.
             Must be 0 for muP, whose initial output vanishes in the limit.
-        on_divergence: ``"raise"`` (:class:`~ntk_lib.dynamics.DivergenceError` with the step)
+        on_divergence: ``"raise"`` (:class:`~ntk_lib.training.DivergenceError` with the step)
             or ``"stop"`` (truncate before the diverged step and set ``diverged_at``).
         device, dtype: where the results live; defaults ``default_device()`` and float64.
     """
@@ -236,7 +243,7 @@ def linear_finite(
     width: int,
     seed: int | torch.Generator | None,
     parametrization: str = "mup",
-    on_divergence: str = "raise",
+    on_divergence: str = ON_DIVERGENCE[0],
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> LinearLimit:
@@ -383,7 +390,7 @@ def _validate_mlp(x, y, x_test, lr, steps, activation, on_divergence, device, dt
     lr = _checks.real("lr", lr, positive=True)
     steps = _checks.nonnegative_int("steps", steps)
     name, both = _activation(activation)
-    _checks.choice("on_divergence", on_divergence, ("raise", "stop"))
+    _checks.choice("on_divergence", on_divergence, ON_DIVERGENCE)
     return x, y, x_test, lr, steps, (name, both), device, dtype
 
 
@@ -410,12 +417,8 @@ def _mlp_finish(name, width, outs, tests, feats, y, on_divergence, method, point
     feature = torch.stack(feats)
     scale = 1.0 + float(y.abs().max())
     bad = ~(outputs.abs() <= DIVERGENCE_THRESHOLD * scale).all(dim=1) | ~torch.isfinite(feature)
-    diverged_at = -1
-    if bad.any():
-        diverged_at = int(torch.nonzero(bad)[0, 0])
-        if on_divergence == "raise":
-            loss = 0.5 * float(((outputs[diverged_at] - y) ** 2).mean())
-            raise DivergenceError(diverged_at, loss)
+    diverged_at = _diverged_at(bad, outputs, y, on_divergence)
+    if diverged_at >= 0:
         keep = slice(0, diverged_at)
         outputs, feature = outputs[keep], feature[keep]
         test_outputs = test_outputs[keep] if test_outputs is not None else None
@@ -511,7 +514,7 @@ def mlp_limit(
     nodes: int | None = None,
     pairs: int = MC_PAIRS,
     seed: int = 0,
-    on_divergence: str = "raise",
+    on_divergence: str = ON_DIVERGENCE[0],
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> MLPRun:
@@ -570,7 +573,8 @@ def mlp_limit(
         activation: ``"tanh"``, ``"erf"``, ``"relu"``, ``"identity"`` or ``"linear"``.
         x_test: optional further inputs ``(M, d)`` on which ``test_outputs`` are computed.
         method, nodes, pairs, seed: the integration rule (above); ``seed`` scrambles Sobol.
-        on_divergence: ``"raise"`` (:class:`DivergenceError` with the step) or ``"stop"``.
+        on_divergence: ``"raise"`` (:class:`~ntk_lib.training.DivergenceError` with the step) or
+            ``"stop"``.
         device, dtype: where the integral is computed; defaults ``default_device()``, float64.
     """
     x, y, x_test, lr, steps, (name, both), device, dtype = _validate_mlp(
@@ -645,7 +649,7 @@ def mlp_finite(
     width: int,
     seed: int | torch.Generator | None,
     x_test: Any = None,
-    on_divergence: str = "raise",
+    on_divergence: str = ON_DIVERGENCE[0],
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> MLPRun:

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 import torch
 
 from . import _checks
-from .dynamics import DivergenceError, mse_loss
 from .families import SEEDS, Family, build, check_family, check_seeds, like_model
-from .lazy import hidden_features, relative_change
+from .lazy import hidden_features
+from .measure import accuracy, relative_change, ridge_predict
 from .models import MLP
+from .training import Divergence, full_batch_gd, mse_loss
 
 METRICS: tuple[str, ...] = ("loss", "test_loss")
 """What :meth:`LRSweep.best_lr` can minimise."""
@@ -85,11 +86,6 @@ class LRSweep:
                 raise ValueError("metric='test_loss' needs a sweep run with x_test and y_test")
             return self.test_loss
         return self.loss
-
-
-def _accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of points whose largest output is at the largest target (one-hot targets)."""
-    return float((out.argmax(dim=1) == y.argmax(dim=1)).double().mean())
 
 
 def _targets(name: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -192,42 +188,19 @@ def lr_sweep(
     )
 
 
-def _train(
-    model: MLP,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    lr: float,
-    steps: int,
-    factor: float,
-    reference: float | None = None,
-) -> tuple[float, float | None]:
-    """Run ``steps`` of full-batch GD; return the first and last losses (last ``None``: diverged).
-
-    Diverged: a non-finite loss or one above ``factor`` times ``reference`` (default: the
-    first loss). The loop of :func:`~ntk_lib.dynamics.train_gd` without its records (a
-    third faster).
-    """
-    optimizer = torch.optim.SGD(model.param_groups(lr), lr=lr)
-    first = None
-    for step in range(steps + 1):
-        optimizer.zero_grad(set_to_none=True)
-        loss = mse_loss(model(x), y)
-        value = float(loss.detach())
-        first = value if first is None else first
-        scale = first if reference is None else reference
-        if not math.isfinite(value) or value > factor * max(scale, 1e-30):
-            return first, None
-        if step < steps:
-            loss.backward()
-            optimizer.step()
-    return first, value
+def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int,
+           factor: float) -> tuple[float, float | None]:
+    """Run ``steps`` of full-batch GD; return the first and last losses (last ``None``:
+    diverged)."""
+    run = full_batch_gd(model, x, y, lr=lr, steps=steps, divergence=Divergence(factor))
+    return run.losses[0] if run.losses else math.inf, None if run.diverged else run.losses[-1]
 
 
-def _test_metrics(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Return the MSE loss and (vector targets) the argmax accuracy of ``model`` on ``(x, y)``."""
+def _test_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Return the MSE loss and (one-hot targets) the argmax accuracy of ``model`` on ``(x, y)``."""
     with torch.no_grad():
         out = model(x)
-    return float(mse_loss(out, y)), _accuracy(out, y) if y.ndim == 2 else 0.0
+    return float(mse_loss(out, y)), accuracy(out, y) or 0.0
 
 
 def feature_kernel(model: MLP, x: torch.Tensor) -> torch.Tensor:
@@ -325,7 +298,9 @@ def pretrain(
     y = _targets("y", y, x)
     xf = x
     if x_features is not None:
-        xf = _checks.matrix("x_features", x_features, cols=x.shape[1], dtype=x.dtype, device=x.device)
+        xf = _checks.matrix(
+            "x_features", x_features, cols=x.shape[1], dtype=x.dtype, device=x.device
+        )
     marks = tuple(sorted({*range(0, steps, every), steps}))
     change = torch.zeros(len(widths), len(marks), dtype=torch.float64)
     loss = torch.zeros(len(widths), dtype=torch.float64)
@@ -335,16 +310,22 @@ def pretrain(
         xm, ym, xfm = like_model(model, x=x, y=y, xf=xf)
         k0 = feature_kernel(model, xm)
         before.append(hidden_features(model, xfm).to("cpu", torch.float64))
-        initial = None
-        for k in range(1, len(marks)):
-            first, last = _train(
-                model, xm, ym, lr, marks[k] - marks[k - 1], divergence_factor, initial
-            )
-            initial = first if initial is None else initial
-            if last is None:
-                raise DivergenceError(marks[k], math.inf)
-            change[i, k] = kernel_change(k0, feature_kernel(model, xm), centre=centre)
-        loss[i] = last
+
+        def record(step: int, _out: torch.Tensor) -> None:  # called within this iteration
+            if step in marks[1:]:
+                kernel = feature_kernel(model, xm)  # noqa: B023 (used before the loop moves on)
+                change[i, marks.index(step)] = kernel_change(k0, kernel, centre=centre)  # noqa: B023
+
+        run = full_batch_gd(
+            model,
+            xm,
+            ym,
+            lr=lr,
+            steps=steps,
+            on_step=record,
+            divergence=Divergence(divergence_factor, "raise"),
+        )
+        loss[i] = run.losses[-1]
         after.append(hidden_features(model, xfm).to("cpu", torch.float64))
     return Pretraining(widths, marks, change, loss, tuple(before), tuple(after))
 
@@ -382,11 +363,10 @@ def probe_accuracy(
 ) -> float:
     """Return the test accuracy of a ridge-regression readout fitted on frozen features.
 
-    With features normalised by ``s = mean_alpha ||F_alpha||^2`` and one-hot targets ``Y``
-    of the training labels, the readout predicts
-    ``F_test F^T / s (F F^T / s + ridge I)^{-1} Y`` (kernel ridge regression with the
-    features' linear kernel, i.e. least squares on the features with an L2 penalty), and a
-    test point gets the class of its largest prediction. Fitting a new readout on frozen
+    With one-hot targets ``Y`` of the training labels, the readout predicts
+    ``F_test F^T (F F^T + ridge s I)^{-1} Y`` with ``s = mean_alpha ||F_alpha||^2``
+    (:func:`~ntk_lib.measure.ridge_predict`, uncentred), and a test point gets the class of
+    its largest prediction. Fitting a new readout on frozen
     pretrained features is the "linear finetuning" of Yang & Hu 2021; the labels are
     integer classes.
     """
@@ -405,7 +385,5 @@ def probe_accuracy(
             )
     classes = torch.unique(ltr)
     targets = (ltr[:, None] == classes[None, :]).to(torch.float64)
-    scale = ftr.pow(2).sum(dim=1).mean().clamp(min=torch.finfo(torch.float64).tiny)
-    gram = ftr @ ftr.T / scale + ridge * torch.eye(len(ftr), dtype=torch.float64, device=ftr.device)
-    pred = (fte @ ftr.T / scale) @ torch.linalg.solve(gram, targets)
+    pred = ridge_predict(ftr, targets, fte, ridge, centre=False)
     return float((classes[pred.argmax(dim=1)] == lte).double().mean())

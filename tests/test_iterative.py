@@ -480,10 +480,9 @@ def test_linearised_training_diverges_above_the_closed_form_threshold():
     h = iterative.train(make(), x, y, loss="mse", lr=0.95 * lr_max, K=math.inf, steps=400)
     assert not h.diverged and h.loss[-1] < 0.5 * h.loss[0]
     with pytest.raises(DivergenceError, match="diverged at step") as info:
-        iterative.train(make(), x, y, loss="mse", lr=1.05 * lr_max, K=math.inf, steps=400)
-    h = iterative.train(
-        make(), x, y, loss="mse", lr=1.05 * lr_max, K=math.inf, steps=400, on_divergence="stop"
-    )
+        iterative.train(make(), x, y, loss="mse", lr=1.05 * lr_max, K=math.inf, steps=400,
+                        on_divergence="raise")
+    h = iterative.train(make(), x, y, loss="mse", lr=1.05 * lr_max, K=math.inf, steps=400)
     assert h.diverged_at == info.value.step > 5 and len(h.loss) == h.diverged_at
     assert torch.isfinite(h.loss).all()
 
@@ -500,9 +499,8 @@ def test_divergence_is_judged_against_the_targets_scale_and_checked_after_the_la
     # One huge step: the loss it produces is seen only after the loop, and still reported.
     y = torch.randn(20, dtype=F64, generator=torch.Generator().manual_seed(1))
     with pytest.raises(DivergenceError, match="step 1"):
-        iterative.train(make(), x, y, loss="mse", lr=1e6, K=math.inf, steps=1)
-    h = iterative.train(make(), x, y, loss="mse", lr=1e6, K=math.inf, steps=1, on_divergence="stop",
-                        x_test=x, y_test=y)
+        iterative.train(make(), x, y, loss="mse", lr=1e6, K=math.inf, steps=1, on_divergence="raise")
+    h = iterative.train(make(), x, y, loss="mse", lr=1e6, K=math.inf, steps=1, x_test=x, y_test=y)
     assert h.diverged_at == 1 and torch.isfinite(h.test_loss).all()
 
 
@@ -617,7 +615,6 @@ def test_train_rejects_bad_input():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("path", ["jvp", "materialize"])
 @pytest.mark.parametrize("batch_size", [None, 8])
 def test_cuda_matches_cpu(path, batch_size):

@@ -214,7 +214,7 @@ def test_bad_input_rejected():
         sp.spectral_report(model, {5: torch.ones(8, 5)})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_gpu_parity():
     W = torch.randn(4, 60, 40, generator=torch.Generator().manual_seed(0), dtype=F64)
     cpu = sp.spectral_norm(W, method="power", iters=3000, tol=1e-14)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ntk_lib import tensor_programs as tp
-from ntk_lib.dynamics import DivergenceError
+from ntk_lib.training import DivergenceError
 from ntk_lib.plotting import loglog_slope
 
 F64 = torch.float64
@@ -233,7 +233,8 @@ def test_bad_width_seed_and_init_z_are_rejected():
 @pytest.mark.parametrize("parametrization, lr", [("mup", 10.0), ("ntk", 10.0)])
 def test_divergence_is_reported_with_its_step(parametrization, lr):
     with pytest.raises(DivergenceError) as info:
-        tp.linear_limit(X, Y, lr=lr, steps=50, parametrization=parametrization, device="cpu")
+        tp.linear_limit(X, Y, lr=lr, steps=50, parametrization=parametrization, device="cpu",
+                        on_divergence="raise")
     step = info.value.step
     assert 0 < step <= 50 and f"step {step}" in str(info.value)
     stopped = tp.linear_limit(
@@ -244,7 +245,8 @@ def test_divergence_is_reported_with_its_step(parametrization, lr):
     assert torch.isfinite(torch.stack([stopped.A, stopped.B, stopped.C, stopped.D])).all()
     with pytest.raises(DivergenceError):
         tp.linear_finite(
-            X, Y, lr=lr, steps=50, width=256, seed=0, parametrization=parametrization, device="cpu"
+            X, Y, lr=lr, steps=50, width=256, seed=0, parametrization=parametrization, device="cpu",
+            on_divergence="raise",
         )
     finite = tp.linear_finite(
         X,
@@ -279,7 +281,7 @@ def test_dtype_and_device():
     torch.testing.assert_close(run.outputs.double(), ref.outputs, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_gpu_matches_cpu():
     for p in ("mup", "ntk"):
         gpu = tp.linear_finite(
@@ -566,20 +568,20 @@ def test_mlp_divergence_is_reported_with_its_step():
     x, y = 3 * X2, 3 * Y2
     kw = {"lr": 40.0, "steps": 60, "activation": "relu", "device": "cpu"}
     with pytest.raises(DivergenceError) as info:
-        tp.mlp_limit(x, y, pairs=512, **kw)
+        tp.mlp_limit(x, y, pairs=512, on_divergence="raise", **kw)
     step = info.value.step
     assert 0 < step <= 60 and f"step {step}" in str(info.value)
     stopped = tp.mlp_limit(x, y, on_divergence="stop", pairs=512, **kw)
     assert stopped.diverged_at == step and stopped.outputs.shape == (step, 5)
     assert torch.isfinite(stopped.outputs).all() and stopped.error.shape == (step, 5)
     with pytest.raises(DivergenceError):
-        tp.mlp_finite(x, y, width=256, seed=0, **kw)
+        tp.mlp_finite(x, y, width=256, seed=0, on_divergence="raise", **kw)
     finite = tp.mlp_finite(x, y, width=256, seed=0, on_divergence="stop", **kw)
     assert finite.diverged and torch.isfinite(finite.outputs).all()
     assert not tp.mlp_limit(X2, Y2, lr=0.5, steps=100, device="cpu").diverged
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_mlp_gpu_matches_cpu():
     for fn, kw in ((tp.mlp_finite, {"width": 4096, "seed": 1}), (tp.mlp_limit, {})):
         gpu = fn(X2, Y2, lr=0.5, steps=10, device="cuda", **kw)
