@@ -21,7 +21,9 @@ from . import (
     dynamics,
     families,
     grading,
+    infinite_width,
     iterative,
+    kernel_flow,
     kernels,
     lazy,
     linearize,
@@ -33,6 +35,7 @@ from . import (
     tensor_programs,
     training,
     transfer,
+    two_scalar,
 )
 from .device import default_device, seed_everything
 from .kernels import empirical_nngp, empirical_ntk, nngp_ntk
@@ -51,9 +54,11 @@ __all__ = [
     "dynamics",
     "families",
     "grading",
+    "infinite_width",
     "iterative",
     "empirical_nngp",
     "empirical_ntk",
+    "kernel_flow",
     "kernels",
     "lazy",
     "linearize",
@@ -67,5 +72,6 @@ __all__ = [
     "tensor_programs",
     "training",
     "transfer",
+    "two_scalar",
 ]
 __version__ = "0.1.0"
