@@ -339,8 +339,9 @@ def two_layer_step(
 
     ``U (n x d)``, ``W (n x n)``, ``v (n)`` have i.i.d. ``N(0, 1)`` entries (drawn in that
     order, float64 on the CPU), and every tensor moves by ``-eta n`` times its gradient of
-    ``L = (1/2D) sum_a (f(x_a) - y_a)^2``, as in :func:`~ntk_lib.nonlinear_limit.mlp_finite`. The backward pass to the
-    first layer multiplies by ``W^T``: ``dL/dx^1 = W^T dL/dh^2 / sqrt(n)``. With
+    ``L = (1/2D) sum_a (f(x_a) - y_a)^2``, as in :func:`~ntk_lib.nonlinear_limit.mlp_finite`.
+    The backward pass to the first layer multiplies by ``W^T``: ``dL/dx^1 = W^T dL/dh^2 /
+    sqrt(n)``. With
     ``transpose="independent"`` it uses ``W~^T`` for an independent copy ``W~`` instead (the
     *gradient independence assumption*). At initialisation the two give the same limit of
     the first gradient (``first_update``); after the step, the forward pass multiplies
