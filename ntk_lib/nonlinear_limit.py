@@ -292,7 +292,8 @@ def mlp_limit(
     Both rules pair every point ``(Z^u, Z^v)`` with ``(Z^u, -Z^v)`` (antithetic
     variables), which makes ``f_0 = 0`` exactly, as in the limit. Accuracy (tested in
     ``tests/test_tensor_programs.py``): the linear activation reproduces
-    :func:`linear_limit` to 1e-13 (the integrand is a polynomial); for tanh with inputs of
+    :func:`~ntk_lib.tensor_programs.linear_limit` to 1e-13 (the integrand is a polynomial); for
+    tanh with inputs of
     order one the default rules are within about 1e-4 relative error of finer ones after
     40-50 steps, and much closer early on, where the integrand is smoother (an independent
     adaptive quadrature agrees to 1e-8 after two steps). With training, the coordinates
@@ -306,7 +307,8 @@ def mlp_limit(
 
     Args:
         x: training inputs, shape ``(D, d)``; a 1-D tensor is read as ``D`` scalar inputs
-            (``d = 1``, the network of :func:`linear_limit` with ``activation="linear"``).
+            (``d = 1``, the network of :func:`~ntk_lib.tensor_programs.linear_limit` with
+            ``activation="linear"``).
         y: targets, shape ``(D,)``.
         lr: the width-independent learning rate ``eta`` (> 0).
         steps: number of full-batch steps (>= 0).
