@@ -168,7 +168,11 @@ def one_hot(
 
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Return the fraction of points whose largest output is the true class.
+    """Return the fraction of points whose largest output is the true class, refusing bad input.
+
+    The strict front of :func:`ntk_lib.measure.accuracy` (the one scoring rule, which the
+    trainers call and which answers ``None`` for outputs that are not class scores): here
+    such input raises, naming the argument.
 
     Args:
         outputs: scores of shape ``(N, K)`` with ``K >= 2`` (network outputs, kernel
@@ -176,6 +180,8 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
         targets: class indices ``(N,)`` (integers) or targets ``(N, K)`` whose largest
             entry marks the class (one-hot, or one-hot shifted and scaled).
     """
+    from .measure import accuracy as score  # the measurement floor sits above data
+
     if not isinstance(outputs, torch.Tensor):
         outputs = torch.as_tensor(outputs)
     if outputs.ndim != 2 or outputs.shape[1] < 2 or outputs.shape[0] < 1:
@@ -185,18 +191,11 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     if outputs.is_complex() or not torch.isfinite(outputs.to(torch.float64)).all():
         raise ValueError("outputs contains NaN, infinite or complex entries")
     targets = torch.as_tensor(targets, device=outputs.device)
-    if targets.shape == outputs.shape:
-        truth = targets.argmax(1)
-    elif (
-        targets.shape == outputs.shape[:1]
-        and not targets.is_floating_point()
-        and targets.dtype != torch.bool
-    ):
-        truth = targets
-    else:
+    value = None if targets.dtype == torch.bool else score(outputs, targets)
+    if value is None:
         raise ValueError(
             f"targets must be class indices of shape ({outputs.shape[0]},) (integers) or scores of "
             f"outputs' shape {tuple(outputs.shape)}; got shape {tuple(targets.shape)}, dtype"
             f" {targets.dtype}"
         )
-    return float((outputs.argmax(1) == truth).double().mean())
+    return value

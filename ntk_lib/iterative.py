@@ -16,8 +16,8 @@ work, after Fort et al. 2020's observation that the kernel moves fastest early).
 A step between refreshes costs about one forward, one JVP and one VJP without forming
 ``J_s`` (``path="jvp"``), or two matrix-vector products with ``J_s`` built once per refresh
 (``path="materialize"``); ``path="auto"`` picks the cheaper (``ntk_lib._linear_steps``).
-:func:`critical_lr` gives the learning rate above which the linear model diverges under the
-MSE loss, ``2 D / lam_max(Theta)``.
+:func:`~ntk_lib.measure.critical_lr` gives the learning rate above which the linear model
+diverges under the MSE loss, ``2 D / lam_max(Theta)``.
 
 Taught in lesson 10.
 """

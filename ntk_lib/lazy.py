@@ -150,7 +150,8 @@ def kappa_ratio(
 class ScaledRun:
     """One training run of :func:`train_scaled`.
 
-    ``feature_change`` is :func:`relative_change` of the hidden features on the training
+    ``feature_change`` is :func:`~ntk_lib.measure.relative_change` of the hidden features on the
+    training
     inputs between initialisation and the end; ``ntk_change`` the same for the empirical
     NTK (``nan`` if it was not recorded); ``model`` is the trained network and
     ``history`` what :func:`~ntk_lib.dynamics.train_gd` recorded.

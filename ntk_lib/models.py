@@ -11,7 +11,7 @@ and ``b ~ N(0, s_b^2)``: the *multipliers* ``m`` live in the forward pass and th
 Both give the same function at initialisation (same NNGP). They differ in what gradient
 descent sees: in the NTK parametrization (Jacot et al. 2018) the trained parameters are
 the raw ``N(0, 1)`` tensors, so the empirical NTK has the finite infinite-width limit of
-:func:`ntk_lib.kernels.nngp_ntk`; in the standard one it grows with the width.
+:func:`ntk_lib.infinite_width.nngp_ntk`; in the standard one it grows with the width.
 Both are rows of the general abc-parametrizations (Yang & Hu 2021) of
 :mod:`ntk_lib.parametrizations`, which :class:`MLP` accepts too: by name (``"mup"``,
 ``"mf"``, ``"sp_lr"``, ...) or as an :class:`~ntk_lib.parametrizations.ABC`.
@@ -86,7 +86,7 @@ class MLP(nn.Module):
     ``f(x) = h^{L+1}``, ``h^{l+1} = m_w^{l+1} W^{l+1} phi(h^l) + m_b^{l+1} b^{l+1}``,
     ``h^1 = m_w^1 W^1 x + m_b^1 b^1``, with the multipliers of ``parametrization`` (see
     the module docstring). With ``parametrization="ntk"`` this is exactly the network
-    whose NNGP and NTK :func:`ntk_lib.kernels.nngp_ntk` computes (Jacot et al. 2018;
+    whose NNGP and NTK :func:`ntk_lib.infinite_width.nngp_ntk` computes (Jacot et al. 2018;
     Lee et al. 2019).
 
     Args:

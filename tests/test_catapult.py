@@ -90,7 +90,7 @@ def test_phase_diagram_matches_two_scalar_bitwise_across_blocks(monkeypatch):
     """phase_diagram cuts the grid into blocks that stay in cache; it must give exactly the
     same final states as the recorded runs (blocks shrunk so that the grid spans many, with
     a ragged last one; all three phases present)."""
-    monkeypatch.setattr(catapult, "_CHUNK", 999)
+    monkeypatch.setattr("ntk_lib.two_scalar._CHUNK", 999)
     eta_lam0 = torch.linspace(0.5, 5.0, 50, dtype=F64)[:, None]
     n = torch.logspace(1, 5, 80, dtype=F64)[None, :]
     traj = two_scalar(1.0, 1.0, eta_lam0, n, 60, device="cpu")
