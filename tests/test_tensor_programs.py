@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ntk_lib import tensor_programs as tp
-from ntk_lib.training import DivergenceError
 from ntk_lib.plotting import loglog_slope
+from ntk_lib.training import DivergenceError
 
 F64 = torch.float64
 X = torch.tensor([-1.0, 0.5, 1.5], dtype=F64)
@@ -233,8 +233,15 @@ def test_bad_width_seed_and_init_z_are_rejected():
 @pytest.mark.parametrize("parametrization, lr", [("mup", 10.0), ("ntk", 10.0)])
 def test_divergence_is_reported_with_its_step(parametrization, lr):
     with pytest.raises(DivergenceError) as info:
-        tp.linear_limit(X, Y, lr=lr, steps=50, parametrization=parametrization, device="cpu",
-                        on_divergence="raise")
+        tp.linear_limit(
+            X,
+            Y,
+            lr=lr,
+            steps=50,
+            parametrization=parametrization,
+            device="cpu",
+            on_divergence="raise",
+        )
     step = info.value.step
     assert 0 < step <= 50 and f"step {step}" in str(info.value)
     stopped = tp.linear_limit(
@@ -245,7 +252,14 @@ def test_divergence_is_reported_with_its_step(parametrization, lr):
     assert torch.isfinite(torch.stack([stopped.A, stopped.B, stopped.C, stopped.D])).all()
     with pytest.raises(DivergenceError):
         tp.linear_finite(
-            X, Y, lr=lr, steps=50, width=256, seed=0, parametrization=parametrization, device="cpu",
+            X,
+            Y,
+            lr=lr,
+            steps=50,
+            width=256,
+            seed=0,
+            parametrization=parametrization,
+            device="cpu",
             on_divergence="raise",
         )
     finite = tp.linear_finite(
