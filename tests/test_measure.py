@@ -15,10 +15,12 @@ F64 = torch.float64
 
 def test_relative_change_since_init_and_between_refreshes():
     k0, k1, k2 = torch.eye(2, dtype=F64), 2 * torch.eye(2, dtype=F64), 4 * torch.eye(2, dtype=F64)
-    torch.testing.assert_close(measure.change_since_init([k0, k1, k2]),
-                               torch.tensor([0.0, 1.0, 3.0], dtype=F64))
-    torch.testing.assert_close(measure.change_between_refreshes([k0, k1, k2]),
-                               torch.tensor([1.0, 1.0], dtype=F64))
+    torch.testing.assert_close(
+        measure.change_since_init([k0, k1, k2]), torch.tensor([0.0, 1.0, 3.0], dtype=F64)
+    )
+    torch.testing.assert_close(
+        measure.change_between_refreshes([k0, k1, k2]), torch.tensor([1.0, 1.0], dtype=F64)
+    )
     assert lazy.relative_change is measure.relative_change
     with pytest.raises(ValueError, match="non-zero norm"):
         measure.relative_change(torch.zeros(2), torch.ones(2))
@@ -41,8 +43,9 @@ def test_power_iteration_finds_the_top_eigenvalue():
     lam = measure.power_iteration(lambda u: sym @ u, v, iters=5000, rtol=1e-14)
     assert lam.item() == pytest.approx(torch.linalg.eigvalsh(sym)[-1].item(), rel=1e-9)
     indefinite = torch.diag(torch.tensor([-5.0, 1.0, 2.0], dtype=F64))
-    est = measure.power_iteration(lambda u: indefinite @ u, torch.ones(3, dtype=F64), iters=200,
-                                  estimate="norm")
+    est = measure.power_iteration(
+        lambda u: indefinite @ u, torch.ones(3, dtype=F64), iters=200, estimate="norm"
+    )
     assert est.item() == pytest.approx(5.0, rel=1e-9)
 
 
@@ -50,7 +53,9 @@ def test_top_eigenvalue_exact_and_power_agree_and_give_the_critical_rate():
     x = data.sphere(12, 4, seed=0, device="cpu")
     net = MLP(4, 32, 2, seed=0, dtype=F64, device="cpu")
     exact = measure.ntk_top_eigenvalue(net, x)
-    assert exact == pytest.approx(torch.linalg.eigvalsh(empirical_ntk(net, x))[-1].item(), rel=1e-12)
+    assert exact == pytest.approx(
+        torch.linalg.eigvalsh(empirical_ntk(net, x))[-1].item(), rel=1e-12
+    )
     assert measure.ntk_top_eigenvalue(net, x, method="power") == pytest.approx(exact, rel=1e-8)
     assert measure.critical_lr(net, x) == pytest.approx(2 * 12 / exact, rel=1e-8)
     assert iterative.critical_lr(net, x) == measure.critical_lr(net, x)
@@ -69,7 +74,10 @@ def test_largest_true_brackets_the_threshold():
 def test_ridge_probe_is_scale_free_and_exact_on_linear_targets():
     """The penalty is ridge * mean ||F_alpha||^2: rescaling the features changes nothing."""
     gen = torch.Generator().manual_seed(1)
-    f, ft = torch.randn(40, 10, generator=gen, dtype=F64), torch.randn(15, 10, generator=gen, dtype=F64)
+    f, ft = (
+        torch.randn(40, 10, generator=gen, dtype=F64),
+        torch.randn(15, 10, generator=gen, dtype=F64),
+    )
     y = torch.randn(40, 3, generator=gen, dtype=F64)
     for centre in (False, True):
         a = measure.ridge_predict(f, y, ft, 0.1, centre=centre)
