@@ -97,3 +97,52 @@ def test_notebooks_are_tidy():
             assert "execution" not in meta, f"{path.name} cell {i}: run python tools/tidy_notebooks.py"
             if cell["cell_type"] == "code" and meta.get("nbgrader", {}).get("solution"):
                 assert "hide-input" in meta.get("tags", []), f"{path.name} cell {i}: solution not collapsed"
+
+
+# --- what the online reader sees: no dead controls, no noise, no overflowing code ---------
+
+CODE_COLUMN = 88  # characters the book's code boxes show without a horizontal scrollbar
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PROGRESS = re.compile(r"\d+%\|[^|\n]*\||\d+(\.\d+)?(it/s|s/it)\]")
+CONTROLS = re.compile(r"\binteract(ive)?\(|\b\w*(Slider|Dropdown|ToggleButtons)\(")
+
+
+def _code_cells(path: Path) -> list[dict]:
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def _text(output: dict) -> str:
+    data = output.get("data", {})
+    return "".join(output.get("text", "")) + "".join(data.get("text/plain", ""))
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_code_lines_fit_the_book_column(path):
+    long = [
+        f"cell {i}: {line[:40]}... ({len(line)} chars)"
+        for i, cell in enumerate(_code_cells(path))
+        for line in "".join(cell["source"]).splitlines()
+        if len(line) > CODE_COLUMN
+    ]
+    assert not long, f"{path.name}: code lines over {CODE_COLUMN} characters: {long}"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_no_progress_bar_or_dead_widget_in_the_book(path):
+    """Progress bars are never committed; an ipywidgets control is removed from the book
+    (tag remove-output, tools/tidy_notebooks.py) and followed by its kernel-free twin."""
+    cells = _code_cells(path)
+    for i, cell in enumerate(cells):
+        for out in cell.get("outputs", []):
+            assert not PROGRESS.search(_text(out)), f"{path.name} cell {i}: progress bar"
+        shows_view = any(WIDGET_VIEW in out.get("data", {}) for out in cell.get("outputs", []))
+        control = bool(CONTROLS.search("".join(cell["source"])))
+        if shows_view:
+            assert control, f"{path.name} cell {i}: a widget view that is not a control " \
+                            "(a progress bar?) is committed"
+        if control and shows_view:
+            assert "remove-output" in cell["metadata"].get("tags", []), \
+                f"{path.name} cell {i}: tag the control's cell remove-output (tidy_notebooks)"
+            later = "".join(_text(o) for c in cells[i + 1:] for o in c.get("outputs", []))
+            assert "<kernel-free twin" in later, \
+                f"{path.name} cell {i}: no kernel-free twin (ntk_lib.plotting.twin) after it"
