@@ -117,7 +117,9 @@ def _activation(name):
     return name, both
 
 
-def _validate_mlp(x, y, x_test, lr, steps, activation, on_divergence, device, dtype):
+def _training_set(x, y, device, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.device,
+                                                  torch.dtype]:
+    """``(x, y, device, dtype)`` checked: D inputs and one target per input, float64 default."""
     device, dtype = resolve(device, dtype, theory=True)
     x = _inputs("x", x, None, dtype, device)
     y = _checks.vector("y", y, dtype=dtype, device=device)
@@ -125,6 +127,11 @@ def _validate_mlp(x, y, x_test, lr, steps, activation, on_divergence, device, dt
         raise ValueError(
             f"y must have one target per input, shape ({x.shape[0]},); got shape {tuple(y.shape)}"
         )
+    return x, y, device, dtype
+
+
+def _validate_mlp(x, y, x_test, lr, steps, activation, on_divergence, device, dtype):
+    x, y, device, dtype = _training_set(x, y, device, dtype)
     if x_test is not None:
         x_test = _inputs("x_test", x_test, x.shape[1], dtype, device)
     lr = _checks.real("lr", lr, positive=True)

@@ -65,7 +65,7 @@ from .nonlinear_limit import (  # noqa: F401 (the MLP limit: lessons import it f
     MLPRun,
     _activation,
     _diverged_at,
-    _inputs,
+    _training_set,
     mlp_finite,
     mlp_limit,
 )
@@ -348,13 +348,7 @@ def two_layer_step(
     ``W_0`` by features that were built from ``W_0^T``, and the Master Theorem's correction
     ``Z-dot`` makes ``f1`` differ at order one (Yang & Hu 2021). Taught in lesson 09.
     """
-    device, dtype = resolve(device, dtype, theory=True)
-    x = _inputs("x", x, None, dtype, device)
-    y = _checks.vector("y", y, dtype=dtype, device=device)
-    if y.shape != (x.shape[0],):
-        raise ValueError(
-            f"y must have one target per input, shape ({x.shape[0]},); got shape {tuple(y.shape)}"
-        )
+    x, y, device, dtype = _training_set(x, y, device, dtype)
     lr = _checks.real("lr", lr, positive=True)
     width = _checks.positive_int("width", width)
     transpose = _checks.choice("transpose", transpose, TRANSPOSES)
